@@ -112,7 +112,9 @@ impl Decoder for MxpCodec {
             return Err(CodecError::Desynchronised);
         }
         if self.skip > 0 {
-            let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(src.len());
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(src.len());
             src.advance(n);
             self.skip -= n as u64;
             if self.skip > 0 {
@@ -133,7 +135,9 @@ impl Decoder for MxpCodec {
                 let err = self.fail(err, declared);
                 // Start discarding the rejected frame right away.
                 if self.skip > 0 {
-                    let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(src.len());
+                    let n = usize::try_from(self.skip)
+                        .unwrap_or(usize::MAX)
+                        .min(src.len());
                     src.advance(n);
                     self.skip -= n as u64;
                 }
@@ -156,22 +160,26 @@ impl Decoder for MxpCodec {
         if let Some(frame) = self.decode(src)? {
             return Ok(Some(frame));
         }
-        if src.is_empty() && self.skip == 0 {
+        if self.skip > 0 {
+            // The stream ended inside a frame already reported as invalid:
+            // nothing new to report.
+            self.skip = 0;
+            return Ok(None);
+        }
+        if src.is_empty() {
             return Ok(None);
         }
         let available = src.len() as u64;
-        let needed = if self.skip > 0 {
-            available + self.skip
-        } else {
-            match validate_header(src, self.max_payload) {
-                Ok(len) => (FRAME_OVERHEAD + len) as u64,
-                Err(_) => FRAME_OVERHEAD as u64,
-            }
+        let needed = match validate_header(src, self.max_payload) {
+            Ok(len) => (FRAME_OVERHEAD + len) as u64,
+            Err(_) => FRAME_OVERHEAD as u64,
         };
         src.clear();
-        self.skip = 0;
         self.desynchronised = true;
-        Err(CodecError::Decode(DecodeError::Truncated { needed, available }))
+        Err(CodecError::Decode(DecodeError::Truncated {
+            needed,
+            available,
+        }))
     }
 }
 
@@ -212,10 +220,16 @@ mod tests {
         let mut buf = BytesMut::from(&v[..32]);
         let mut codec = MxpCodec::new();
         let err = codec.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, CodecError::Decode(DecodeError::PayloadTooLarge { .. })));
+        assert!(matches!(
+            err,
+            CodecError::Decode(DecodeError::PayloadTooLarge { .. })
+        ));
         assert!(buf.capacity() < 1024, "no room reserved for the payload");
         assert!(!codec.can_continue());
-        assert!(matches!(codec.decode(&mut buf), Err(CodecError::Desynchronised)));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::Desynchronised)
+        ));
     }
 
     #[test]
@@ -229,7 +243,10 @@ mod tests {
             },
             "payload_too_large"
         );
-        assert_eq!(MxpCodec::with_max_payload(u64::MAX).max_payload(), MAX_PAYLOAD_LEN);
+        assert_eq!(
+            MxpCodec::with_max_payload(u64::MAX).max_payload(),
+            MAX_PAYLOAD_LEN
+        );
     }
 
     #[test]
@@ -280,6 +297,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn eof_while_skipping_a_rejected_frame_reports_it_once() {
+        let mut bad = frame(1, 100).into_bytes().to_vec();
+        bad[5] = 0x10;
+        let mut buf = BytesMut::from(&bad[..100]);
+        let mut codec = MxpCodec::new();
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::Decode(DecodeError::InvalidFlags { .. }))
+        ));
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
     }
 
     #[test]

@@ -159,7 +159,10 @@ mod tests {
         r.u32_le().unwrap();
         assert_eq!(
             r.finish().unwrap_err(),
-            DecodeError::PayloadTrailingBytes { what: "t", extra: 1 }
+            DecodeError::PayloadTrailingBytes {
+                what: "t",
+                extra: 1
+            }
         );
     }
 

@@ -23,7 +23,9 @@ pub enum DecodeError {
         found: u32,
     },
     /// The type byte is not one MXP v1 defines.
-    #[error("invalid message type {byte:#04x}: MXP v1 defines 0x01-0x03, 0x10-0x12, 0x20-0x22, 0xf0, 0xf1")]
+    #[error(
+        "invalid message type {byte:#04x}: MXP v1 defines 0x01-0x03, 0x10-0x12, 0x20-0x22, 0xf0, 0xf1"
+    )]
     InvalidMessageType {
         /// The type byte.
         byte: u8,
@@ -49,7 +51,9 @@ pub enum DecodeError {
         limit: u64,
     },
     /// The XXH3-64 checksum does not match the header and payload.
-    #[error("checksum mismatch: frame carries {carried:#018x}, header and payload hash to {computed:#018x}")]
+    #[error(
+        "checksum mismatch: frame carries {carried:#018x}, header and payload hash to {computed:#018x}"
+    )]
     ChecksumMismatch {
         /// The checksum written in the frame.
         carried: u64,

@@ -131,7 +131,8 @@ impl Frame {
     /// The payload, as a slice of the frame's buffer (no copy).
     #[inline]
     pub fn payload(&self) -> Bytes {
-        self.bytes.slice(HEADER_LEN..self.bytes.len() - CHECKSUM_LEN)
+        self.bytes
+            .slice(HEADER_LEN..self.bytes.len() - CHECKSUM_LEN)
     }
 
     /// The payload, borrowed.
@@ -169,7 +170,6 @@ impl Frame {
     }
 }
 
-
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Frame")
@@ -195,12 +195,13 @@ pub(crate) fn validate_header(buf: &[u8], max_payload: u64) -> Result<usize, Dec
 /// Verifies the trailing checksum of a buffer that holds exactly one frame.
 #[inline]
 pub(crate) fn verify_checksum(frame: &[u8]) -> Result<(), DecodeError> {
-    let (covered, carried) = frame
-        .split_last_chunk::<CHECKSUM_LEN>()
-        .ok_or(DecodeError::Truncated {
-            needed: FRAME_OVERHEAD as u64,
-            available: frame.len() as u64,
-        })?;
+    let (covered, carried) =
+        frame
+            .split_last_chunk::<CHECKSUM_LEN>()
+            .ok_or(DecodeError::Truncated {
+                needed: FRAME_OVERHEAD as u64,
+                available: frame.len() as u64,
+            })?;
     let carried = u64::from_le_bytes(*carried);
     let computed = xxh3_64(covered);
     if carried == computed {
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn encode_into_appends_and_reuses_capacity() {
-        let mut buf = BytesMut::with_capacity(256);
+        let mut buf = BytesMut::with_capacity(512);
         let ptr = buf.as_ptr();
         let h = FrameHeader::new(MessageType::Event);
         h.encode_into(&[1; 100], &mut buf).unwrap();
@@ -360,7 +361,9 @@ mod tests {
     #[test]
     fn oversized_payload_is_refused_by_the_encoder() {
         let big = vec![0u8; MAX_PAYLOAD_LEN as usize + 1];
-        let err = FrameHeader::new(MessageType::Call).encode(&big).unwrap_err();
+        let err = FrameHeader::new(MessageType::Call)
+            .encode(&big)
+            .unwrap_err();
         assert!(matches!(err, EncodeError::PayloadTooLarge { .. }));
         let mut buf = BytesMut::new();
         assert!(

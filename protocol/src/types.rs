@@ -348,6 +348,9 @@ mod tests {
         }
         assert!("bogus".parse::<Flags>().is_err());
         assert_eq!("".parse::<Flags>(), Ok(Flags::EMPTY));
-        assert_eq!(format!("{:?}", Flags::ALL), "Flags(0b1111 COMPRESSED ENCRYPTED REQUIRES_ACK FINAL)");
+        assert_eq!(
+            format!("{:?}", Flags::ALL),
+            "Flags(0b1111 COMPRESSED ENCRYPTED REQUIRES_ACK FINAL)"
+        );
     }
 }

@@ -63,7 +63,11 @@ const REGISTER: &str = "AgentRegister";
 impl AgentRegister {
     /// Bytes the encoded payload takes.
     pub fn encoded_len(&self) -> usize {
-        16 + 2 + self.name.len() + 2 + self.capabilities.iter().map(|c| 2 + c.len()).sum::<usize>() + 6
+        16 + 2
+            + self.name.len()
+            + 2
+            + self.capabilities.iter().map(|c| 2 + c.len()).sum::<usize>()
+            + 6
     }
 
     fn check(&self) -> Result<(), EncodeError> {
@@ -78,7 +82,11 @@ impl AgentRegister {
             return Err(too_long("agent name", self.name.len(), MAX_AGENT_NAME_LEN));
         }
         if self.capabilities.len() > MAX_CAPABILITIES {
-            return Err(too_long("capability count", self.capabilities.len(), MAX_CAPABILITIES));
+            return Err(too_long(
+                "capability count",
+                self.capabilities.len(),
+                MAX_CAPABILITIES,
+            ));
         }
         for c in &self.capabilities {
             if c.is_empty() {
@@ -172,7 +180,13 @@ impl TypedPayload for AgentRegister {
     }
 
     fn to_frame(&self, message_id: u64, trace_id: u64, flags: Flags) -> Result<Frame, EncodeError> {
-        frame_of(Self::MESSAGE_TYPE, message_id, trace_id, flags, &[&self.encode()?])
+        frame_of(
+            Self::MESSAGE_TYPE,
+            message_id,
+            trace_id,
+            flags,
+            &[&self.encode()?],
+        )
     }
 }
 
@@ -256,7 +270,11 @@ impl TypedPayload for Heartbeat {
 
     fn decode(payload: &Bytes) -> Result<Self, DecodeError> {
         let hb: Heartbeat = from_json("AgentHeartbeat", payload)?;
-        check_len("heartbeat agent count", hb.agents.len(), MAX_HEARTBEAT_AGENTS)?;
+        check_len(
+            "heartbeat agent count",
+            hb.agents.len(),
+            MAX_HEARTBEAT_AGENTS,
+        )?;
         Ok(hb)
     }
 
@@ -301,20 +319,34 @@ mod tests {
         }
         let mut extra = good.clone();
         extra.push(0);
-        assert_eq!(AgentRegister::decode_slice(&extra).unwrap_err().class(), "trailing_bytes");
+        assert_eq!(
+            AgentRegister::decode_slice(&extra).unwrap_err().class(),
+            "trailing_bytes"
+        );
 
         // A huge capability count in a tiny payload: refused before allocating.
         let mut lie = good[..22].to_vec();
         lie.extend_from_slice(&200u16.to_le_bytes());
-        assert_eq!(AgentRegister::decode_slice(&lie).unwrap_err().class(), "truncated");
+        assert_eq!(
+            AgentRegister::decode_slice(&lie).unwrap_err().class(),
+            "truncated"
+        );
         let mut lie = good[..22].to_vec();
         lie.extend_from_slice(&u16::MAX.to_le_bytes());
-        assert_eq!(AgentRegister::decode_slice(&lie).unwrap_err().class(), "limit_exceeded");
+        assert_eq!(
+            AgentRegister::decode_slice(&lie).unwrap_err().class(),
+            "limit_exceeded"
+        );
 
         let mut empty_name = good.clone();
         empty_name[16] = 0;
         empty_name.drain(18..22);
-        assert_eq!(AgentRegister::decode_slice(&empty_name).unwrap_err().class(), "invalid_value");
+        assert_eq!(
+            AgentRegister::decode_slice(&empty_name)
+                .unwrap_err()
+                .class(),
+            "invalid_value"
+        );
     }
 
     #[test]
@@ -332,19 +364,33 @@ mod tests {
 
     #[test]
     fn discover_and_heartbeat_round_trip_and_validate() {
-        let req = DiscoverRequest { capability: "fs.read".into(), limit: Some(3) };
+        let req = DiscoverRequest {
+            capability: "fs.read".into(),
+            limit: Some(3),
+        };
         let f = req.to_frame(1, 2, Flags::EMPTY).unwrap();
         assert_eq!(DiscoverRequest::from_frame(&f).unwrap(), req);
         let bad = Bytes::from_static(br#"{"capability":""}"#);
-        assert_eq!(DiscoverRequest::decode(&bad).unwrap_err().class(), "invalid_value");
+        assert_eq!(
+            DiscoverRequest::decode(&bad).unwrap_err().class(),
+            "invalid_value"
+        );
         let bad = Bytes::from_static(br#"{"limit":1}"#);
-        assert_eq!(DiscoverRequest::decode(&bad).unwrap_err().class(), "invalid_json");
+        assert_eq!(
+            DiscoverRequest::decode(&bad).unwrap_err().class(),
+            "invalid_json"
+        );
 
-        let hb = Heartbeat { agents: vec![AgentId::from_bytes([2; 16])], ttl_secs: 15 };
+        let hb = Heartbeat {
+            agents: vec![AgentId::from_bytes([2; 16])],
+            ttl_secs: 15,
+        };
         let f = hb.to_frame(1, 2, Flags::EMPTY).unwrap();
         assert_eq!(Heartbeat::from_frame(&f).unwrap(), hb);
         assert_eq!(
-            Heartbeat::from_frame(&req.to_frame(1, 2, Flags::EMPTY).unwrap()).unwrap_err().class(),
+            Heartbeat::from_frame(&req.to_frame(1, 2, Flags::EMPTY).unwrap())
+                .unwrap_err()
+                .class(),
             "wrong_message_type"
         );
     }

@@ -118,7 +118,13 @@ impl TypedPayload for Call {
     }
 
     fn to_frame(&self, message_id: u64, trace_id: u64, flags: Flags) -> Result<Frame, EncodeError> {
-        frame_of(Self::MESSAGE_TYPE, message_id, trace_id, flags, &[&self.prefix(), &self.body])
+        frame_of(
+            Self::MESSAGE_TYPE,
+            message_id,
+            trace_id,
+            flags,
+            &[&self.prefix(), &self.body],
+        )
     }
 }
 
@@ -405,7 +411,11 @@ impl TypedPayload for ErrorPayload {
             message_id,
             trace_id,
             flags,
-            &[&self.in_reply_to.to_le_bytes(), &self.code.0.to_le_bytes(), &self.body],
+            &[
+                &self.in_reply_to.to_le_bytes(),
+                &self.code.0.to_le_bytes(),
+                &self.body,
+            ],
         )
     }
 }
@@ -460,7 +470,13 @@ impl TypedPayload for Ack {
     }
 
     fn to_frame(&self, message_id: u64, trace_id: u64, flags: Flags) -> Result<Frame, EncodeError> {
-        frame_of(Self::MESSAGE_TYPE, message_id, trace_id, flags, &[&self.acked.to_le_bytes()])
+        frame_of(
+            Self::MESSAGE_TYPE,
+            message_id,
+            trace_id,
+            flags,
+            &[&self.acked.to_le_bytes()],
+        )
     }
 }
 
@@ -506,11 +522,19 @@ mod tests {
 
     #[test]
     fn call_body_is_a_zero_copy_slice() {
-        let call = Call::json(AgentId::from_bytes([3; 16]), 30, &CallBody::new("echo", json!("x"))).unwrap();
+        let call = Call::json(
+            AgentId::from_bytes([3; 16]),
+            30,
+            &CallBody::new("echo", json!("x")),
+        )
+        .unwrap();
         let frame = call.to_frame(1, 1, Flags::EMPTY).unwrap();
         let back = Call::from_frame(&frame).unwrap();
         assert_eq!(back, call);
-        assert_eq!(back.body.as_ptr(), frame.payload_slice()[CALL_PREFIX_LEN..].as_ptr());
+        assert_eq!(
+            back.body.as_ptr(),
+            frame.payload_slice()[CALL_PREFIX_LEN..].as_ptr()
+        );
         assert_eq!(&frame.payload_slice()[16..20], &30u32.to_le_bytes());
     }
 
@@ -521,12 +545,22 @@ mod tests {
             assert_eq!(Call::decode(&p).unwrap_err().class(), "truncated");
             assert!(Call::peek_target(&p).is_err());
         }
-        let call = Call { target: AgentId::from_bytes([0; 16]), timeout_secs: 0, body: Bytes::new() };
+        let call = Call {
+            target: AgentId::from_bytes([0; 16]),
+            timeout_secs: 0,
+            body: Bytes::new(),
+        };
         assert_eq!(call.parse_body().unwrap_err().class(), "invalid_json");
-        let call = Call { body: Bytes::from_static(br#"{"method":""}"#), ..call };
+        let call = Call {
+            body: Bytes::from_static(br#"{"method":""}"#),
+            ..call
+        };
         assert_eq!(call.parse_body().unwrap_err().class(), "invalid_value");
         let long = format!(r#"{{"method":"{}"}}"#, "m".repeat(MAX_METHOD_LEN + 1));
-        let call = Call { body: Bytes::from(long), ..call };
+        let call = Call {
+            body: Bytes::from(long),
+            ..call
+        };
         assert_eq!(call.parse_body().unwrap_err().class(), "limit_exceeded");
     }
 
@@ -534,7 +568,10 @@ mod tests {
     fn response_and_error_name_the_call_at_fixed_offsets() {
         let r = Response::json(0x0102_0304_0506_0708, json!({"ok": true})).unwrap();
         let f = r.to_frame(2, 9, Flags::FINAL).unwrap();
-        assert_eq!(&f.payload_slice()[..8], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(
+            &f.payload_slice()[..8],
+            &0x0102_0304_0506_0708u64.to_le_bytes()
+        );
         let back = Response::from_frame(&f).unwrap();
         assert_eq!(back.parse_body().unwrap().result, json!({"ok": true}));
 
@@ -548,12 +585,21 @@ mod tests {
 
     #[test]
     fn decode_errors_map_to_codes_with_their_class() {
-        let err = DecodeError::ChecksumMismatch { carried: 1, computed: 2 };
+        let err = DecodeError::ChecksumMismatch {
+            carried: 1,
+            computed: 2,
+        };
         let e = ErrorPayload::from_decode_error(0, &err).unwrap();
         assert_eq!(e.code, ErrorCode::MALFORMED_FRAME);
-        assert_eq!(e.parse_body().unwrap().class.as_deref(), Some("checksum_mismatch"));
+        assert_eq!(
+            e.parse_body().unwrap().class.as_deref(),
+            Some("checksum_mismatch")
+        );
         let err = DecodeError::InvalidUtf8 { field: "name" };
-        assert_eq!(ErrorPayload::from_decode_error(0, &err).unwrap().code, ErrorCode::INVALID_PAYLOAD);
+        assert_eq!(
+            ErrorPayload::from_decode_error(0, &err).unwrap().code,
+            ErrorCode::INVALID_PAYLOAD
+        );
     }
 
     #[test]
@@ -568,16 +614,45 @@ mod tests {
 
     #[test]
     fn ack_is_exactly_eight_bytes() {
-        assert_eq!(Ack::decode(&Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0])).unwrap(), Ack { acked: 1 });
-        assert_eq!(Ack::decode(&Bytes::from_static(&[0; 9])).unwrap_err().class(), "trailing_bytes");
-        assert_eq!(Ack::decode(&Bytes::from_static(&[0; 7])).unwrap_err().class(), "truncated");
+        assert_eq!(
+            Ack::decode(&Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0])).unwrap(),
+            Ack { acked: 1 }
+        );
+        assert_eq!(
+            Ack::decode(&Bytes::from_static(&[0; 9]))
+                .unwrap_err()
+                .class(),
+            "trailing_bytes"
+        );
+        assert_eq!(
+            Ack::decode(&Bytes::from_static(&[0; 7]))
+                .unwrap_err()
+                .class(),
+            "truncated"
+        );
     }
 
     #[test]
     fn event_topic_is_checked() {
-        let ev = EventBody { topic: "audit.appended".into(), data: json!({"seq": 1}) };
-        assert_eq!(EventBody::from_frame(&ev.to_frame(1, 1, Flags::EMPTY).unwrap()).unwrap(), ev);
-        assert_eq!(EventBody::decode(&Bytes::from_static(br#"{"topic":""}"#)).unwrap_err().class(), "invalid_value");
-        assert_eq!(EventBody::decode(&Bytes::from_static(b"[1]")).unwrap_err().class(), "invalid_json");
+        let ev = EventBody {
+            topic: "audit.appended".into(),
+            data: json!({"seq": 1}),
+        };
+        assert_eq!(
+            EventBody::from_frame(&ev.to_frame(1, 1, Flags::EMPTY).unwrap()).unwrap(),
+            ev
+        );
+        assert_eq!(
+            EventBody::decode(&Bytes::from_static(br#"{"topic":""}"#))
+                .unwrap_err()
+                .class(),
+            "invalid_value"
+        );
+        assert_eq!(
+            EventBody::decode(&Bytes::from_static(b"[1]"))
+                .unwrap_err()
+                .class(),
+            "invalid_json"
+        );
     }
 }

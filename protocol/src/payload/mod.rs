@@ -48,8 +48,7 @@ pub trait TypedPayload: Sized {
     ///
     /// # Errors
     /// An [`EncodeError`] if a field exceeds its layout's limits.
-    fn to_frame(&self, message_id: u64, trace_id: u64, flags: Flags)
-    -> Result<Frame, EncodeError>;
+    fn to_frame(&self, message_id: u64, trace_id: u64, flags: Flags) -> Result<Frame, EncodeError>;
 
     /// Decodes the payload of `frame`, checking its type first.
     ///
@@ -98,11 +97,7 @@ pub(crate) fn to_json<T: serde::Serialize>(
     })
 }
 
-pub(crate) fn check_len(
-    field: &'static str,
-    len: usize,
-    limit: usize,
-) -> Result<(), DecodeError> {
+pub(crate) fn check_len(field: &'static str, len: usize, limit: usize) -> Result<(), DecodeError> {
     if len > limit {
         Err(DecodeError::LimitExceeded { field, len, limit })
     } else {

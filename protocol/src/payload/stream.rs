@@ -78,7 +78,13 @@ impl TypedPayload for StreamOpen {
     }
 
     fn to_frame(&self, message_id: u64, trace_id: u64, flags: Flags) -> Result<Frame, EncodeError> {
-        frame_of(Self::MESSAGE_TYPE, message_id, trace_id, flags, &[&self.encode()])
+        frame_of(
+            Self::MESSAGE_TYPE,
+            message_id,
+            trace_id,
+            flags,
+            &[&self.encode()],
+        )
     }
 }
 
@@ -122,7 +128,11 @@ impl TypedPayload for StreamChunk {
             message_id,
             trace_id,
             flags,
-            &[self.stream_id.as_bytes(), &self.seq.to_le_bytes(), &self.data],
+            &[
+                self.stream_id.as_bytes(),
+                &self.seq.to_le_bytes(),
+                &self.data,
+            ],
         )
     }
 }
@@ -233,11 +243,20 @@ mod tests {
         assert_eq!(StreamOpen::decode(&bytes).unwrap(), open);
         let mut bad = bytes.to_vec();
         bad[32] = 3;
-        assert_eq!(StreamOpen::decode(&bad.into()).unwrap_err().class(), "invalid_value");
-        assert_eq!(StreamOpen::decode(&bytes.slice(..32)).unwrap_err().class(), "truncated");
+        assert_eq!(
+            StreamOpen::decode(&bad.into()).unwrap_err().class(),
+            "invalid_value"
+        );
+        assert_eq!(
+            StreamOpen::decode(&bytes.slice(..32)).unwrap_err().class(),
+            "truncated"
+        );
         let mut long = bytes.to_vec();
         long.push(0);
-        assert_eq!(StreamOpen::decode(&long.into()).unwrap_err().class(), "trailing_bytes");
+        assert_eq!(
+            StreamOpen::decode(&long.into()).unwrap_err().class(),
+            "trailing_bytes"
+        );
     }
 
     #[test]
@@ -250,11 +269,20 @@ mod tests {
         let f = chunk.to_frame(1, 1, Flags::EMPTY).unwrap();
         assert_eq!(StreamChunk::from_frame(&f).unwrap(), chunk);
 
-        let close = StreamClose { stream_id: StreamId::from_bytes([4; 16]), body: Bytes::new() };
+        let close = StreamClose {
+            stream_id: StreamId::from_bytes([4; 16]),
+            body: Bytes::new(),
+        };
         assert_eq!(close.parse_body().unwrap().status, CloseStatus::Ok);
-        let body = StreamCloseBody { status: CloseStatus::Error, message: Some("boom".into()) };
+        let body = StreamCloseBody {
+            status: CloseStatus::Error,
+            message: Some("boom".into()),
+        };
         let close = StreamClose::json(StreamId::from_bytes([4; 16]), &body).unwrap();
         let f = close.to_frame(2, 1, Flags::FINAL).unwrap();
-        assert_eq!(StreamClose::from_frame(&f).unwrap().parse_body().unwrap(), body);
+        assert_eq!(
+            StreamClose::from_frame(&f).unwrap().parse_body().unwrap(),
+            body
+        );
     }
 }
