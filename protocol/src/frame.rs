@@ -182,6 +182,26 @@ impl fmt::Debug for Frame {
     }
 }
 
+/// Validates the 32-byte header at the start of `buf` and returns the length
+/// of the whole frame it announces (payload + 40), so a reader can fetch
+/// exactly that many bytes, knowing the length is within `max_payload`
+/// (clamped to 16 MiB), before it allocates anything.
+///
+/// ```
+/// use mxp_protocol::{peek_frame_len, FrameHeader, MessageType};
+/// let frame = FrameHeader::new(MessageType::Call).encode(b"hello")?;
+/// assert_eq!(peek_frame_len(&frame.as_bytes()[..32], 1024)?, 45);
+/// assert_eq!(peek_frame_len(&frame.as_bytes()[..32], 4).unwrap_err().class(), "payload_too_large");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// `truncated` if `buf` is shorter than 32 bytes, else the header's first violation.
+#[inline]
+pub fn peek_frame_len(buf: &[u8], max_payload: u64) -> Result<usize, DecodeError> {
+    validate_header(buf, max_payload).map(|len| len + FRAME_OVERHEAD)
+}
+
 /// Validates the header at the start of `buf`; returns the declared payload length.
 #[inline]
 pub(crate) fn validate_header(buf: &[u8], max_payload: u64) -> Result<usize, DecodeError> {

@@ -54,7 +54,7 @@ mod types;
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, MxpCodec};
 pub use error::{DecodeError, EncodeError};
-pub use frame::Frame;
+pub use frame::{Frame, peek_frame_len};
 pub use header::FrameHeader;
 pub use payload::{
     Ack, AgentId, AgentInfo, AgentRegister, Call, CallBody, CloseStatus, DiscoverRequest,

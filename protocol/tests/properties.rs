@@ -212,7 +212,7 @@ proptest! {
         let call = Call::json(AgentId::from_bytes([1; 16]), 3, &CallBody::new(method.clone(), params.clone())).unwrap();
         let back = Call::from_frame(&call.to_frame(1, 1, Flags::EMPTY).unwrap()).unwrap();
         prop_assert_eq!(back.parse_body().unwrap(), CallBody::new(method, params.clone()));
-        let ev = EventBody { topic, data: params };
+        let ev = EventBody { topic, target: None, data: params };
         prop_assert_eq!(EventBody::from_frame(&ev.to_frame(1, 1, Flags::EMPTY).unwrap()).unwrap(), ev);
     }
 }

@@ -483,10 +483,14 @@ impl TypedPayload for Ack {
 /// Event (`0x12`) payload: a JSON object.
 ///
 /// ```json
-/// {"topic": "audit.appended", "data": {"seq": 17}}
+/// {"topic": "audit.appended", "target": "67e55044-10b1-426f-9247-bb680e5fe0c8", "data": {"seq": 17}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBody {
+    /// The agent the event is for; absent for events addressed to a node's
+    /// subscribers rather than to one agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<AgentId>,
     /// What the event is about, 1 to 256 bytes, dot-separated by convention.
     pub topic: String,
     /// The event's content, any JSON value; `null` when absent.
@@ -636,6 +640,7 @@ mod tests {
     fn event_topic_is_checked() {
         let ev = EventBody {
             topic: "audit.appended".into(),
+            target: Some(AgentId::from_bytes([1; 16])),
             data: json!({"seq": 1}),
         };
         assert_eq!(

@@ -1,0 +1,469 @@
+//! The in-process bus: frames move between components of a node as the same
+//! [`Frame`] value (one `Bytes`): no encode, no copy, no second checksum.
+//!
+//! Each agent registers a [`Mailbox`]; anything that wants to reach it —
+//! another component, or the QUIC server on behalf of a peer — delivers an
+//! [`Envelope`] to it by agent id. A Call's envelope carries a [`Reply`] port.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use mxp_protocol::{AgentId, ErrorCode, ErrorPayload, Flags, Frame, Response, TypedPayload};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{CallError, PeerId, TransportError};
+
+/// Where a frame came from. Never read from a payload: the QUIC server sets
+/// `Peer` from the TLS identity of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A component of this node.
+    Local,
+    /// A remote peer, identified by its certificate.
+    Peer(PeerId),
+}
+
+/// A frame on its way to an agent.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The frame, validated where its bytes entered the process.
+    pub frame: Frame,
+    /// Who sent it.
+    pub origin: Origin,
+    /// Where the answer goes, for a Call.
+    pub reply: Option<Reply>,
+}
+
+/// The port a Call's answer is sent on.
+///
+/// Dropping it without answering tells the caller the agent gave no answer.
+/// [`Reply::closed`] resolves when the caller gave up, so long work can stop.
+#[derive(Debug)]
+pub struct Reply {
+    tx: oneshot::Sender<Frame>,
+    call_id: u64,
+    trace_id: u64,
+    ids: Arc<AtomicU64>,
+}
+
+impl Reply {
+    /// The message id of the Call being answered.
+    pub fn call_id(&self) -> u64 {
+        self.call_id
+    }
+
+    /// The trace id of the Call being answered.
+    pub fn trace_id(&self) -> u64 {
+        self.trace_id
+    }
+
+    /// Whether the caller is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the caller gives up (deadline, cancellation, disconnect).
+    pub async fn closed(&mut self) {
+        self.tx.closed().await;
+    }
+
+    /// Answers with a prepared frame (a Response or Error).
+    ///
+    /// # Errors
+    /// Gives the frame back if the caller is gone.
+    pub fn send(self, frame: Frame) -> Result<(), Frame> {
+        self.tx.send(frame)
+    }
+
+    /// Answers with a Response whose body is `{"result": result}`.
+    ///
+    /// # Errors
+    /// [`TransportError::Encode`] if the result cannot be encoded; the caller then
+    /// gets an `internal` Error.
+    pub fn ok(self, result: serde_json::Value) -> Result<(), TransportError> {
+        let frame = Response::json(self.call_id, result)
+            .and_then(|r| r.to_frame(self.next_id(), self.trace_id, Flags::FINAL));
+        match frame {
+            Ok(f) => {
+                let _ = self.send(f);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.error(
+                    ErrorCode::INTERNAL,
+                    format!("cannot encode the response: {e}"),
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Answers with an Error frame.
+    ///
+    /// # Errors
+    /// [`TransportError::Encode`] if the message cannot be encoded.
+    pub fn error(self, code: ErrorCode, message: impl Into<String>) -> Result<(), TransportError> {
+        let frame = ErrorPayload::new(self.call_id, code, message)?.to_frame(
+            self.next_id(),
+            self.trace_id,
+            Flags::FINAL,
+        )?;
+        let _ = self.send(frame);
+        Ok(())
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// An agent's inbox on the bus. Dropping it unregisters the agent.
+#[derive(Debug)]
+pub struct Mailbox {
+    agent: AgentId,
+    rx: mpsc::Receiver<Envelope>,
+    tx: mpsc::Sender<Envelope>,
+    bus: Weak<BusInner>,
+}
+
+impl Mailbox {
+    /// The agent this mailbox belongs to.
+    pub fn agent(&self) -> AgentId {
+        self.agent
+    }
+
+    /// The next envelope; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        self.rx.recv().await
+    }
+
+    /// Up to `limit` envelopes already waiting, appended to `out`, after
+    /// waiting for at least one; returns how many were added (0: bus gone).
+    pub async fn recv_many(&mut self, out: &mut Vec<Envelope>, limit: usize) -> usize {
+        self.rx.recv_many(out, limit).await
+    }
+
+    /// Frames waiting to be read.
+    pub fn depth(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            if let Ok(mut agents) = bus.agents.write() {
+                if agents
+                    .get(&self.agent)
+                    .is_some_and(|tx| tx.same_channel(&self.tx))
+                {
+                    agents.remove(&self.agent);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BusInner {
+    agents: RwLock<HashMap<AgentId, mpsc::Sender<Envelope>>>,
+    capacity: usize,
+    ids: Arc<AtomicU64>,
+}
+
+/// The in-process bus. Cloning gives another handle to the same bus.
+///
+/// ```
+/// # tokio_test();
+/// # fn tokio_test() {
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # rt.block_on(async {
+/// use std::time::Duration;
+/// use mxp_protocol::{AgentId, Call, CallBody, Flags, TypedPayload};
+/// use mxp_transport::Bus;
+///
+/// let bus = Bus::new(64);
+/// let agent = AgentId::from_bytes([1; 16]);
+/// let mut mailbox = bus.register(agent)?;
+/// tokio::spawn(async move {
+///     while let Some(env) = mailbox.recv().await {
+///         if let Some(reply) = env.reply {
+///             reply.ok(serde_json::json!("pong")).ok();
+///         }
+///     }
+/// });
+/// let call = Call::json(agent, 5, &CallBody::new("ping", serde_json::Value::Null))?;
+/// let response = bus.call(call.to_frame(bus.next_message_id(), 1, Flags::EMPTY)?, Duration::from_secs(5)).await?;
+/// assert_eq!(response.parse_body()?.result, "pong");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+/// A resolved route to one agent's mailbox: sending through it skips the
+/// lookup by id.
+#[derive(Debug, Clone)]
+pub struct AgentSender {
+    agent: AgentId,
+    tx: mpsc::Sender<Envelope>,
+}
+
+impl AgentSender {
+    /// The agent.
+    pub fn agent(&self) -> AgentId {
+        self.agent
+    }
+
+    /// Delivers, waiting for room in the mailbox (backpressure).
+    ///
+    /// # Errors
+    /// [`TransportError::AgentStopped`] if the mailbox is gone.
+    pub async fn send(&self, env: Envelope) -> Result<(), TransportError> {
+        self.tx
+            .send(env)
+            .await
+            .map_err(|_| TransportError::AgentStopped(self.agent))
+    }
+
+    /// Delivers without waiting.
+    ///
+    /// # Errors
+    /// [`TransportError::Overloaded`] if the mailbox is full,
+    /// [`TransportError::AgentStopped`] if it is gone.
+    pub fn try_send(&self, env: Envelope) -> Result<(), TransportError> {
+        self.tx.try_send(env).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TransportError::Overloaded(self.agent),
+            mpsc::error::TrySendError::Closed(_) => TransportError::AgentStopped(self.agent),
+        })
+    }
+}
+
+impl Bus {
+    /// A bus whose mailboxes hold `mailbox_capacity` envelopes each.
+    pub fn new(mailbox_capacity: usize) -> Bus {
+        Bus {
+            inner: Arc::new(BusInner {
+                agents: RwLock::new(HashMap::new()),
+                capacity: mailbox_capacity.max(1),
+                ids: Arc::new(AtomicU64::new(1)),
+            }),
+        }
+    }
+
+    /// Registers `agent` and returns its mailbox.
+    ///
+    /// # Errors
+    /// [`TransportError::AlreadyRegistered`] if the id is taken.
+    pub fn register(&self, agent: AgentId) -> Result<Mailbox, TransportError> {
+        let (tx, rx) = mpsc::channel(self.inner.capacity);
+        let mut agents = self.inner.agents.write().unwrap_or_else(|p| p.into_inner());
+        if agents.get(&agent).is_some_and(|t| !t.is_closed()) {
+            return Err(TransportError::AlreadyRegistered(agent));
+        }
+        agents.insert(agent, tx.clone());
+        Ok(Mailbox {
+            agent,
+            rx,
+            tx,
+            bus: Arc::downgrade(&self.inner),
+        })
+    }
+
+    /// Agents registered here.
+    pub fn agents(&self) -> Vec<AgentId> {
+        self.inner
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Whether `agent` is registered here.
+    pub fn contains(&self, agent: &AgentId) -> bool {
+        self.inner
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(agent)
+    }
+
+    /// A route to `agent`'s mailbox.
+    ///
+    /// # Errors
+    /// [`TransportError::UnknownAgent`].
+    pub fn sender(&self, agent: AgentId) -> Result<AgentSender, TransportError> {
+        let agents = self.inner.agents.read().unwrap_or_else(|p| p.into_inner());
+        agents
+            .get(&agent)
+            .map(|tx| AgentSender {
+                agent,
+                tx: tx.clone(),
+            })
+            .ok_or(TransportError::UnknownAgent(agent))
+    }
+
+    /// A fresh message id for a frame this node sends.
+    pub fn next_message_id(&self) -> u64 {
+        self.inner.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A reply port for a Call with these ids, and the receiver of its answer.
+    pub fn reply_port(&self, call_id: u64, trace_id: u64) -> (Reply, oneshot::Receiver<Frame>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Reply {
+                tx,
+                call_id,
+                trace_id,
+                ids: self.inner.ids.clone(),
+            },
+            rx,
+        )
+    }
+
+    /// Sends a Call frame to the local agent it targets and waits for the answer.
+    ///
+    /// # Errors
+    /// [`CallError`]: unknown agent, overloaded mailbox, timeout, or the
+    /// agent's Error frame.
+    pub async fn call(&self, frame: Frame, timeout: Duration) -> Result<Response, CallError> {
+        let call_id = frame.message_id();
+        let trace_id = frame.trace_id();
+        let target = mxp_protocol::Call::peek_target(frame.payload_slice())
+            .map_err(|e| CallError::Transport(e.into()))?;
+        let (reply, rx) = self.reply_port(call_id, trace_id);
+        self.sender(target)?.try_send(Envelope {
+            frame,
+            origin: Origin::Local,
+            reply: Some(reply),
+        })?;
+        let answer = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(Err(_)) => {
+                return Err(CallError::Remote {
+                    code: ErrorCode::INTERNAL,
+                    message: format!("agent {target} dropped the call without answering"),
+                    retriable: true,
+                });
+            }
+            Ok(Ok(frame)) => frame,
+        };
+        crate::call::interpret_answer(&answer, call_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mxp_protocol::{Call, CallBody, FrameHeader, MessageType};
+
+    fn agent(n: u8) -> AgentId {
+        AgentId::from_bytes([n; 16])
+    }
+
+    #[tokio::test]
+    async fn frames_move_without_copy() {
+        let bus = Bus::new(4);
+        let mut mb = bus.register(agent(1)).unwrap();
+        let frame = FrameHeader::new(MessageType::Event)
+            .encode(&[7; 65536])
+            .unwrap();
+        let ptr = frame.as_bytes().as_ptr();
+        bus.sender(agent(1))
+            .unwrap()
+            .send(Envelope {
+                frame,
+                origin: Origin::Local,
+                reply: None,
+            })
+            .await
+            .unwrap();
+        let got = mb.recv().await.unwrap();
+        assert_eq!(
+            got.frame.as_bytes().as_ptr(),
+            ptr,
+            "same buffer, not a copy"
+        );
+    }
+
+    #[tokio::test]
+    async fn register_twice_is_refused_and_drop_unregisters() {
+        let bus = Bus::new(4);
+        let mb = bus.register(agent(1)).unwrap();
+        assert!(matches!(
+            bus.register(agent(1)),
+            Err(TransportError::AlreadyRegistered(_))
+        ));
+        assert!(bus.contains(&agent(1)));
+        drop(mb);
+        assert!(!bus.contains(&agent(1)));
+        assert!(matches!(
+            bus.sender(agent(1)),
+            Err(TransportError::UnknownAgent(_))
+        ));
+        let _again = bus.register(agent(1)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn full_mailbox_is_overloaded() {
+        let bus = Bus::new(1);
+        let _mb = bus.register(agent(1)).unwrap();
+        let s = bus.sender(agent(1)).unwrap();
+        let f = FrameHeader::new(MessageType::Event).encode(b"{}").unwrap();
+        s.try_send(Envelope {
+            frame: f.clone(),
+            origin: Origin::Local,
+            reply: None,
+        })
+        .unwrap();
+        assert!(matches!(
+            s.try_send(Envelope {
+                frame: f,
+                origin: Origin::Local,
+                reply: None
+            }),
+            Err(TransportError::Overloaded(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn local_call_times_out_and_the_agent_sees_the_caller_leave() {
+        let bus = Bus::new(4);
+        let mut mb = bus.register(agent(2)).unwrap();
+        let call =
+            Call::json(agent(2), 1, &CallBody::new("slow", serde_json::Value::Null)).unwrap();
+        let frame = call
+            .to_frame(bus.next_message_id(), 9, Flags::EMPTY)
+            .unwrap();
+        let (res, env) = tokio::join!(bus.call(frame, Duration::from_millis(50)), mb.recv());
+        assert!(matches!(res, Err(CallError::Timeout(_))));
+        let mut reply = env.unwrap().reply.unwrap();
+        // The caller is gone: `closed` resolves at once.
+        tokio::time::timeout(Duration::from_secs(5), reply.closed())
+            .await
+            .unwrap();
+        assert!(reply.is_closed());
+    }
+
+    #[tokio::test]
+    async fn unknown_agent_is_an_error() {
+        let bus = Bus::new(4);
+        let call = Call::json(agent(3), 1, &CallBody::new("x", serde_json::Value::Null)).unwrap();
+        let err = bus
+            .call(
+                call.to_frame(1, 1, Flags::EMPTY).unwrap(),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UNKNOWN_AGENT);
+    }
+}
