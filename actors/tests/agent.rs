@@ -1,0 +1,279 @@
+//! One agent subtree on a real bus: Calls, lifecycle control, crash restarts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mxp_actors::*;
+use mxp_protocol::{AgentId, Call, CallBody, ErrorCode, Flags, TypedPayload};
+use mxp_transport::{Bus, CallError};
+use ractor::{Actor, ActorRef};
+use serde_json::{Value, json};
+
+/// Panics on method "boom"; counts bootstraps and shutdowns.
+#[derive(Default)]
+struct TestHooks {
+    boots: AtomicUsize,
+    shutdowns: AtomicUsize,
+}
+
+impl AgentHooks for TestHooks {
+    fn on_bootstrap(&self, _: &AgentContext) {
+        self.boots.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_message(&self, _: &AgentContext, call: &CallBody) -> MessageOutcome {
+        match call.method.as_str() {
+            "boom" => panic!("injected kernel panic"),
+            "hook" => MessageOutcome::Reply(json!("from hook")),
+            _ => MessageOutcome::Plan,
+        }
+    }
+    fn on_shutdown(&self, _: &AgentContext) {
+        self.shutdowns.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The rule planner, but panics on "planner-boom" and sleeps on "slow".
+struct TestPlanner(RulePlanner);
+
+impl Planner for TestPlanner {
+    fn name(&self) -> &str {
+        "test"
+    }
+    fn plan(&self, call: &CallBody) -> Result<Plan, PlanError> {
+        match call.method.as_str() {
+            "planner-boom" => panic!("injected planner panic"),
+            "slow" => {
+                std::thread::sleep(Duration::from_millis(call.params.as_u64().unwrap_or(0)));
+                self.0.plan(&CallBody::new("echo", json!("slow done")))
+            }
+            _ => self.0.plan(call),
+        }
+    }
+}
+
+const ID: AgentId = AgentId::from_bytes([7; 16]);
+
+async fn start(policy: SupervisionPolicy) -> (Bus, ActorRef<AgentMsg>, Arc<TestHooks>) {
+    let bus = Bus::new(256);
+    let hooks = Arc::new(TestHooks::default());
+    let spec = AgentSpec {
+        id: ID,
+        name: "test".into(),
+        capabilities: vec!["echo".into()],
+        planner: Arc::new(TestPlanner(RulePlanner::default_rules())),
+        hooks: hooks.clone(),
+    };
+    let (sup, _) = Actor::spawn(
+        None,
+        AgentSupervisor,
+        AgentArgs {
+            spec,
+            bus: bus.clone(),
+            policy,
+        },
+    )
+    .await
+    .unwrap();
+    (bus, sup, hooks)
+}
+
+async fn call(bus: &Bus, method: &str, params: Value) -> Result<Value, CallError> {
+    let call = Call::json(ID, 5, &CallBody::new(method, params)).unwrap();
+    let frame = call
+        .to_frame(bus.next_message_id(), 1, Flags::EMPTY)
+        .unwrap();
+    let r = bus.call(frame, Duration::from_secs(10)).await?;
+    Ok(r.parse_body().unwrap().result)
+}
+
+/// The error code of a failed Call (an Error frame's, or the local bus's).
+fn code(r: Result<Value, CallError>) -> ErrorCode {
+    match r {
+        Err(e) => e.code(),
+        Ok(v) => panic!("expected an error, got {v}"),
+    }
+}
+
+async fn control(sup: &ActorRef<AgentMsg>, t: Transition) -> Result<LifecycleState, String> {
+    sup.call(|p| AgentMsg::Control(t, p), None)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn status(sup: &ActorRef<AgentMsg>) -> AgentStatus {
+    sup.call(AgentMsg::Status, None).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_planned_and_answered() {
+    let (bus, sup, hooks) = start(SupervisionPolicy::default()).await;
+    assert_eq!(
+        call(&bus, "echo", json!({"a": 1})).await.unwrap(),
+        json!({"a": 1})
+    );
+    assert_eq!(
+        call(&bus, "hook", Value::Null).await.unwrap(),
+        json!("from hook")
+    );
+    let st = call(&bus, "status", Value::Null).await.unwrap();
+    assert_eq!(st["state"], "active");
+    assert_eq!(st["agent_id"], ID.to_string());
+    assert_eq!(
+        code(call(&bus, "nope", Value::Null).await),
+        ErrorCode::UNSUPPORTED
+    );
+    assert_eq!(hooks.boots.load(Ordering::SeqCst), 1);
+    assert_eq!(status(&sup).await.calls_handled, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_agents_refuse_calls_as_retriable_and_resume() {
+    let (bus, sup, _) = start(SupervisionPolicy::default()).await;
+    assert_eq!(
+        control(&sup, Transition::Suspend).await,
+        Ok(LifecycleState::Suspended)
+    );
+    match call(&bus, "echo", json!(1)).await {
+        Err(CallError::Remote {
+            code, retriable, ..
+        }) => {
+            assert_eq!(code, ErrorCode::AGENT_UNAVAILABLE);
+            assert!(retriable);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        control(&sup, Transition::Suspend)
+            .await
+            .unwrap_err()
+            .contains("cannot suspend an agent that is suspended")
+    );
+    assert_eq!(
+        control(&sup, Transition::Resume).await,
+        Ok(LifecycleState::Active)
+    );
+    assert_eq!(call(&bus, "echo", json!(2)).await.unwrap(), json!(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_panic_restarts_the_kernel_and_the_agent_answers_again() {
+    let (bus, sup, hooks) = start(SupervisionPolicy::default()).await;
+    assert_eq!(
+        code(call(&bus, "boom", Value::Null).await),
+        ErrorCode::INTERNAL
+    );
+    // The kernel comes back (bootstrap runs again) and answers; state survives.
+    let mut answered = false;
+    for _ in 0..100 {
+        if call(&bus, "echo", json!("again")).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(answered, "agent never answered after the crash");
+    assert_eq!(hooks.boots.load(Ordering::SeqCst), 2);
+    let s = status(&sup).await;
+    assert_eq!(s.restarts, 1);
+    assert_eq!(s.state, LifecycleState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_panic_restarts_the_planner() {
+    let (bus, sup, _) = start(SupervisionPolicy::default()).await;
+    assert_eq!(
+        code(call(&bus, "planner-boom", Value::Null).await),
+        ErrorCode::INTERNAL
+    );
+    let mut answered = false;
+    for _ in 0..100 {
+        if call(&bus, "echo", json!("x")).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(answered);
+    assert_eq!(status(&sup).await.restarts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_past_the_intensity_limit_stops_only_the_agent() {
+    let policy = SupervisionPolicy {
+        max_restarts: 2,
+        restart_window_ms: 60_000,
+        ..Default::default()
+    };
+    let (bus, sup, _) = start(policy).await;
+    for _ in 0..3 {
+        let _ = call(&bus, "boom", Value::Null).await;
+        // Wait for the restart (or the stop) before crashing again.
+        for _ in 0..200 {
+            if call(&bus, "echo", Value::Null).await.is_ok()
+                || sup.get_status() == ractor::ActorStatus::Stopped
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.contains(&ID) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("agent still registered after exceeding its restart limit");
+    assert_eq!(
+        code(call(&bus, "echo", Value::Null).await),
+        ErrorCode::UNKNOWN_AGENT
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_drains_in_flight_calls_then_terminates() {
+    let (bus, sup, hooks) = start(SupervisionPolicy {
+        tick_ms: 20,
+        ..Default::default()
+    })
+    .await;
+    let slow = {
+        let bus = bus.clone();
+        tokio::spawn(async move { call(&bus, "slow", json!(300)).await })
+    };
+    // Wait until the slow call is in flight.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while status(&sup).await.in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        control(&sup, Transition::Retire).await,
+        Ok(LifecycleState::Retiring)
+    );
+    // New Calls are refused while retiring; the in-flight one completes.
+    let refused = call(&bus, "echo", Value::Null).await;
+    assert!(matches!(
+        code(refused),
+        ErrorCode::AGENT_RETIRED | ErrorCode::UNKNOWN_AGENT
+    ));
+    assert_eq!(slow.await.unwrap().unwrap(), json!("slow done"));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.contains(&ID) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("retired agent never terminated");
+    assert_eq!(hooks.shutdowns.load(Ordering::SeqCst), 1);
+}
