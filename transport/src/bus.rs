@@ -15,6 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{CallError, PeerId, TransportError};
 
+/// The agent id that addresses a node itself (the nil UUID): control Calls
+/// (`node.status`, `agents.list`, `agent.suspend`, ...) and the mesh frames
+/// (AgentRegister, AgentDiscover, AgentHeartbeat) go to whatever component
+/// registers this id, as do Calls for agents that are not on this node.
+pub const NODE_AGENT: AgentId = AgentId::from_bytes([0; 16]);
+
 /// Where a frame came from. Never read from a payload: the QUIC server sets
 /// `Peer` from the TLS identity of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,6 +316,25 @@ impl Bus {
             .ok_or(TransportError::UnknownAgent(agent))
     }
 
+    /// A route for a frame addressed to `agent`: its own mailbox when it is
+    /// registered here, otherwise the node agent's ([`NODE_AGENT`]), which
+    /// knows the mesh and forwards; [`TransportError::UnknownAgent`] if
+    /// neither is registered.
+    ///
+    /// # Errors
+    /// [`TransportError::UnknownAgent`].
+    pub fn route(&self, agent: AgentId) -> Result<AgentSender, TransportError> {
+        let agents = self.inner.agents.read().unwrap_or_else(|p| p.into_inner());
+        agents
+            .get(&agent)
+            .or_else(|| agents.get(&NODE_AGENT))
+            .map(|tx| AgentSender {
+                agent,
+                tx: tx.clone(),
+            })
+            .ok_or(TransportError::UnknownAgent(agent))
+    }
+
     /// A fresh message id for a frame this node sends.
     pub fn next_message_id(&self) -> u64 {
         self.inner.ids.fetch_add(1, Ordering::Relaxed)
@@ -329,7 +354,8 @@ impl Bus {
         )
     }
 
-    /// Sends a Call frame to the local agent it targets and waits for the answer.
+    /// Sends a Call frame to the agent it targets (see [`Bus::route`]) and
+    /// waits for the answer.
     ///
     /// # Errors
     /// [`CallError`]: unknown agent, overloaded mailbox, timeout, or the
@@ -340,7 +366,7 @@ impl Bus {
         let target = mxp_protocol::Call::peek_target(frame.payload_slice())
             .map_err(|e| CallError::Transport(e.into()))?;
         let (reply, rx) = self.reply_port(call_id, trace_id);
-        self.sender(target)?.try_send(Envelope {
+        self.route(target)?.try_send(Envelope {
             frame,
             origin: Origin::Local,
             reply: Some(reply),

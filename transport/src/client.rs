@@ -255,7 +255,7 @@ impl Client {
                     .map_err(TransportError::ConnectionLost)?;
                 let _ = send.finish();
             }
-            self.stats.frame_out();
+            self.stats.frame_out(frame.message_type());
             let answer = match guard.recv.as_mut() {
                 Some(recv) => read_frame(recv, max).await,
                 None => Ok(None),
@@ -263,7 +263,7 @@ impl Client {
             guard.done = true;
             match answer {
                 Ok(Some(f)) => {
-                    self.stats.frame_in();
+                    self.stats.frame_in(f.message_type());
                     Ok(f)
                 }
                 Ok(None) => Err(TransportError::ConnectionLost(
@@ -307,7 +307,7 @@ impl Client {
         // Wait until the peer has the data, so a process that exits right
         // after sending does not lose it.
         let _ = send.stopped().await;
-        self.stats.frame_out();
+        self.stats.frame_out(frame.message_type());
         Ok(())
     }
 

@@ -25,7 +25,7 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bus::{AgentSender, Bus, Envelope, Mailbox, Origin, Reply};
+pub use bus::{AgentSender, Bus, Envelope, Mailbox, NODE_AGENT, Origin, Reply};
 pub use call::interpret_answer;
 pub use client::{Client, StreamSender};
 pub use error::{CallError, TransportError};

@@ -198,7 +198,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
             incoming.refuse();
             continue;
         }
-        let gauge = ctx.stats.connection();
+        let gauge = ctx.stats.connection(true);
         let span = info_span!("connection", remote = %incoming.remote_address(), peer = tracing::field::Empty);
         tokio::spawn(serve_connection(incoming, gauge, ctx.clone()).instrument(span));
     }
@@ -256,8 +256,13 @@ async fn serve_connection(incoming: quinn::Incoming, _gauge: Gauge, ctx: Arc<Ctx
 }
 
 /// Counts a malformed frame; closes the connection past the threshold.
-fn count_malformed(conn: &quinn::Connection, ctx: &Ctx, malformed: &AtomicU32) {
-    ctx.stats.malformed();
+fn count_malformed(
+    conn: &quinn::Connection,
+    ctx: &Ctx,
+    malformed: &AtomicU32,
+    class: &'static str,
+) {
+    ctx.stats.malformed(class);
     let n = malformed.fetch_add(1, Ordering::Relaxed) + 1;
     if n >= ctx.limits.malformed_threshold {
         warn!(count = n, "closing connection: too many malformed frames");
@@ -271,7 +276,7 @@ fn count_malformed(conn: &quinn::Connection, ctx: &Ctx, malformed: &AtomicU32) {
 async fn reply(send: &mut quinn::SendStream, ctx: &Ctx, frame: Option<Frame>) {
     if let Some(frame) = frame {
         if write_frame(send, &frame).await.is_ok() {
-            ctx.stats.frame_out();
+            ctx.stats.frame_out(frame.message_type());
         }
     }
     let _ = send.finish();
@@ -309,12 +314,12 @@ async fn serve_bi(
                 .ok();
             reply(&mut send, &ctx, frame).await;
             let _ = recv.stop(VarInt::from_u32(0));
-            count_malformed(&conn, &ctx, &malformed);
+            count_malformed(&conn, &ctx, &malformed, err.class());
             return;
         }
         Ok(Ok(Some(frame))) => frame,
     };
-    ctx.stats.frame_in();
+    ctx.stats.frame_in(first.message_type());
     let (id, trace) = (first.message_id(), first.trace_id());
     let span =
         info_span!("frame", trace_id = trace, message_id = id, r#type = %first.message_type());
@@ -336,6 +341,11 @@ async fn serve_bi(
         }
         match first.message_type() {
             MessageType::Call => serve_call(first, peer, send, &ctx, &conn, &malformed).await,
+            MessageType::AgentRegister
+            | MessageType::AgentDiscover
+            | MessageType::AgentHeartbeat => {
+                serve_request(first, crate::NODE_AGENT, peer, send, &ctx).await
+            }
             MessageType::StreamOpen => {
                 serve_stream(first, peer, send, recv, &ctx, &conn, &malformed).await
             }
@@ -367,25 +377,47 @@ async fn serve_call(
     malformed: &AtomicU32,
 ) {
     let (id, trace) = (frame.message_id(), frame.trace_id());
-    let call = match Call::from_frame(&frame) {
-        Ok(c) => c,
+    match Call::peek_target(frame.payload_slice()) {
+        Ok(target) => serve_request(frame, target, peer, send, ctx).await,
         Err(err) => {
-            count_malformed(conn, ctx, malformed);
+            count_malformed(conn, ctx, malformed, err.class());
             let f = ErrorPayload::from_decode_error(id, &err)
                 .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                 .ok();
-            return reply(&mut send, ctx, f).await;
+            reply(&mut send, ctx, f).await;
         }
+    }
+}
+
+/// Hands a request frame (a Call, or a mesh frame for the node agent) to
+/// `target` with a reply port and writes the answer back, within the Call's
+/// deadline; gives up when the caller does.
+async fn serve_request(
+    frame: Frame,
+    target: mxp_protocol::AgentId,
+    peer: PeerId,
+    mut send: quinn::SendStream,
+    ctx: &Ctx,
+) {
+    let (id, trace) = (frame.message_id(), frame.trace_id());
+    let timeout_secs = if frame.message_type() == MessageType::Call {
+        frame
+            .payload_slice()
+            .get(16..20)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    } else {
+        0
     };
-    let deadline = ctx.limits.call_deadline(call.timeout_secs);
-    let sender = match ctx.bus.sender(call.target) {
+    let deadline = ctx.limits.call_deadline(timeout_secs);
+    let sender = match ctx.bus.route(target) {
         Ok(s) => s,
         Err(_) => {
             let f = ctx.error_frame(
                 id,
                 trace,
                 ErrorCode::UNKNOWN_AGENT,
-                format!("no agent {} on this node", call.target),
+                format!("no agent {target} on this node"),
             );
             return reply(&mut send, ctx, f).await;
         }
@@ -408,8 +440,8 @@ async fn serve_call(
     let answer = tokio::select! {
         r = tokio::time::timeout(deadline, answer) => match r {
             Ok(Ok(frame)) => Some(frame),
-            Ok(Err(_)) => ctx.error_frame(id, trace, ErrorCode::INTERNAL, format!("agent {} dropped the call without answering", call.target)),
-            Err(_) => ctx.error_frame(id, trace, ErrorCode::TIMEOUT, format!("agent {} did not answer within {deadline:?}", call.target)),
+            Ok(Err(_)) => ctx.error_frame(id, trace, ErrorCode::INTERNAL, format!("agent {target} dropped the call without answering")),
+            Err(_) => ctx.error_frame(id, trace, ErrorCode::TIMEOUT, format!("agent {target} did not answer within {deadline:?}")),
         },
         _ = send.stopped() => {
             // The caller reset or stopped the stream, or the connection died:
@@ -434,7 +466,7 @@ async fn serve_stream(
     let open = match StreamOpen::from_frame(&open_frame) {
         Ok(o) => o,
         Err(err) => {
-            count_malformed(conn, ctx, malformed);
+            count_malformed(conn, ctx, malformed, err.class());
             let f = ErrorPayload::from_decode_error(id, &err)
                 .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                 .ok();
@@ -473,14 +505,14 @@ async fn serve_stream(
             Ok(Some(f)) => f,
             Ok(None) | Err(ReadError::Stream(_)) => break,
             Err(ReadError::Decode { err, message_id }) => {
-                count_malformed(conn, ctx, malformed);
+                count_malformed(conn, ctx, malformed, err.class());
                 let f = ErrorPayload::from_decode_error(message_id, &err)
                     .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                     .ok();
                 return reply(&mut send, ctx, f).await;
             }
         };
-        ctx.stats.frame_in();
+        ctx.stats.frame_in(frame.message_type());
         let stream_id = match frame.message_type() {
             MessageType::StreamChunk => {
                 StreamChunk::from_frame(&frame).map(|c| (c.stream_id, false))
@@ -501,7 +533,7 @@ async fn serve_stream(
         let (stream_id, last) = match stream_id {
             Ok(v) => v,
             Err(err) => {
-                count_malformed(conn, ctx, malformed);
+                count_malformed(conn, ctx, malformed, err.class());
                 let f = ErrorPayload::from_decode_error(frame.message_id(), &err)
                     .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                     .ok();
@@ -564,7 +596,7 @@ async fn serve_uni(
             let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
         }
         Ok(Ok(Some(frame))) => {
-            ctx.stats.frame_in();
+            ctx.stats.frame_in(frame.message_type());
             if !ctx.admit(peer) {
                 ctx.stats.rate_limited();
                 return;
@@ -578,7 +610,7 @@ async fn serve_uni(
         Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => {}
         Ok(Err(ReadError::Decode { err, .. })) => {
             debug!(class = err.class(), "malformed event frame: {err}");
-            count_malformed(&conn, &ctx, &malformed);
+            count_malformed(&conn, &ctx, &malformed, err.class());
         }
     }
 }
@@ -596,7 +628,7 @@ fn deliver_event(
         Ok(b) => b,
         Err(err) => {
             debug!(class = err.class(), "invalid event: {err}");
-            count_malformed(conn, ctx, malformed);
+            count_malformed(conn, ctx, malformed, err.class());
             return;
         }
     };

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use mxp_protocol::MessageType;
+
 /// Counters shared by a server or client and its tasks.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -37,13 +39,16 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
 }
 
-/// Decrements its gauge when dropped.
+/// Decrements its gauge (and its Prometheus gauge, if it has one) when dropped.
 #[derive(Debug)]
-pub(crate) struct Gauge(Arc<Stats>, fn(&Stats) -> &AtomicUsize);
+pub(crate) struct Gauge(Arc<Stats>, fn(&Stats) -> &AtomicUsize, Option<&'static str>);
 
 impl Drop for Gauge {
     fn drop(&mut self) {
         (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
+        if let Some(name) = self.2 {
+            metrics::gauge!(name).decrement(1.0);
+        }
     }
 }
 
@@ -62,44 +67,58 @@ impl Stats {
         }
     }
 
-    fn gauge(self: &Arc<Self>, f: fn(&Stats) -> &AtomicUsize) -> Gauge {
+    fn gauge(
+        self: &Arc<Self>,
+        f: fn(&Stats) -> &AtomicUsize,
+        metric: Option<&'static str>,
+    ) -> Gauge {
         f(self).fetch_add(1, Ordering::Relaxed);
-        Gauge(self.clone(), f)
+        if let Some(name) = metric {
+            metrics::gauge!(name).increment(1.0);
+        }
+        Gauge(self.clone(), f, metric)
     }
 
-    pub(crate) fn connection(self: &Arc<Self>) -> Gauge {
-        self.gauge(|s| &s.connections)
+    /// A connection (counted in `mxp_quic_connections` when `metric` is set:
+    /// the server's side, not a client's).
+    pub(crate) fn connection(self: &Arc<Self>, metric: bool) -> Gauge {
+        self.gauge(|s| &s.connections, metric.then_some("mxp_quic_connections"))
     }
 
     pub(crate) fn stream(self: &Arc<Self>) -> Gauge {
-        self.gauge(|s| &s.streams)
+        self.gauge(|s| &s.streams, None)
     }
 
     pub(crate) fn call(self: &Arc<Self>) -> Gauge {
-        self.gauge(|s| &s.calls_in_flight)
+        self.gauge(|s| &s.calls_in_flight, None)
     }
 
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn frame_in(&self) {
+    pub(crate) fn frame_in(&self, t: MessageType) {
         self.frames_in.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxp_frames_in_total", "type" => t.name()).increment(1);
     }
 
-    pub(crate) fn frame_out(&self) {
+    pub(crate) fn frame_out(&self, t: MessageType) {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxp_frames_out_total", "type" => t.name()).increment(1);
     }
 
-    pub(crate) fn malformed(&self) {
+    pub(crate) fn malformed(&self, class: &'static str) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxp_decode_errors_total", "class" => class).increment(1);
     }
 
     pub(crate) fn refused(&self) {
         self.refused_connections.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxp_connections_refused_total").increment(1);
     }
 
     pub(crate) fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxp_rate_limited_total").increment(1);
     }
 }
