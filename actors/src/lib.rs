@@ -19,7 +19,9 @@
 mod agent;
 mod hooks;
 mod lifecycle;
+mod node;
 mod planner;
+pub mod registry;
 pub mod tools;
 
 pub use agent::{
@@ -28,6 +30,7 @@ pub use agent::{
 };
 pub use hooks::{AgentContext, AgentHooks, MessageOutcome, NoHooks};
 pub use lifecycle::{InvalidTransition, LifecycleState, Transition};
+pub use node::{Node, NodeError, NodeSettings, NodeStatus};
 pub use planner::{
     BUILTIN_TOOLS, Plan, PlanError, PlanStep, Planner, Rule, RuleError, RulePlanner, default_rules,
 };

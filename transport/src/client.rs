@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +13,6 @@ use mxp_protocol::{
     StreamCloseBody, StreamId, StreamOpen, StreamType, TypedPayload,
 };
 use quinn::VarInt;
-use tokio::sync::Mutex;
 
 use crate::identity::{client_tls, peer_of};
 use crate::server::{codes, transport_config};
@@ -123,15 +122,11 @@ impl Client {
         url: &MxpUrl,
     ) -> Result<(quinn::Connection, PeerId), TransportError> {
         let key = url.authority();
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&key) {
-            if c.close_reason().is_none() {
-                if let Some(peer) = peer_of(c) {
-                    return Ok((c.clone(), peer));
-                }
-            }
-            conns.remove(&key);
+        if let Some(live) = self.cached(&key) {
+            return Ok(live);
         }
+        // Connect without holding the map: a handshake to an unreachable node
+        // must not hold up calls to every other node.
         let addrs = url.resolve().await?;
         let mut last = None;
         for addr in addrs {
@@ -148,6 +143,13 @@ impl Client {
                         last = Some("server presented no certificate".to_owned());
                         continue;
                     };
+                    let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                    // Another task may have connected meanwhile; keep the first.
+                    if let Some(existing) = conns.get(&key).filter(|c| c.close_reason().is_none()) {
+                        if let Some(p) = peer_of(existing) {
+                            return Ok((existing.clone(), p));
+                        }
+                    }
                     conns.insert(key, conn.clone());
                     return Ok((conn, peer));
                 }
@@ -164,6 +166,19 @@ impl Client {
             addr: key,
             reason: last.unwrap_or_else(|| "no address".into()),
         })
+    }
+
+    /// A live cached connection to `key`, dropping a closed one.
+    fn cached(&self, key: &str) -> Option<(quinn::Connection, PeerId)> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let c = conns.get(key)?;
+        if c.close_reason().is_none() {
+            if let Some(peer) = peer_of(c) {
+                return Some((c.clone(), peer));
+            }
+        }
+        conns.remove(key);
+        None
     }
 
     /// Calls the agent `url` names with `body` and waits at most `timeout`.

@@ -180,7 +180,7 @@ impl Server {
     }
 
     /// Closes every connection and waits up to `grace` for peers to learn of it.
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(&self, grace: Duration) {
         self.endpoint.close(
             VarInt::from_u32(codes::CLOSE_SHUTDOWN),
             b"node shutting down",

@@ -19,7 +19,7 @@ pub(crate) struct Stats {
 }
 
 /// A snapshot of [`Stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     /// Open QUIC connections.
     pub connections: usize,
