@@ -197,3 +197,16 @@ mod tests {
         }
     }
 }
+
+impl serde::Serialize for MxpUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MxpUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MxpUrl, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
