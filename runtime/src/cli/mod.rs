@@ -3,18 +3,29 @@
 //!
 //! Every command reads from a generic [`Read`] and writes to a generic
 //! [`Write`], so it can be run over in-memory buffers in tests; [`run`] wires
-//! them to the process's locked, buffered standard streams.
+//! them to the process's locked, buffered standard streams. `mxp frame` is
+//! synchronous; `mxp call` and `mxp event` build a single-threaded tokio
+//! runtime for their network exchange.
 //!
-//! Exit codes: `0` success (also when stdout was closed early, e.g. by
-//! `| head`), `1` I/O failure or a raw stream whose framing was lost, `2` bad
-//! arguments or input.
+//! Exit codes (see [`CliError::exit_code`]): `0` success (also when stdout
+//! was closed early, e.g. by `| head`), `1` I/O or local failure, a raw
+//! stream whose framing was lost, or an answer that is not valid MXP, `2` bad
+//! arguments or input, `3` the node answered with an Error frame, `4` no
+//! answer before the deadline, `5` the node could not be reached.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod call;
+pub mod duration;
+pub mod event;
 pub mod frame;
+pub mod identity;
+pub mod remote;
+
+use mxp_protocol::ErrorCode;
 
 /// Bytes of the output buffer in front of stdout.
 const OUT_BUFFER: usize = 64 * 1024;
@@ -29,9 +40,14 @@ const OUT_BUFFER: usize = 64 * 1024;
         Build, inspect and validate MXP v1 frames: a 32-byte little-endian header \
         (magic 31 50 58 4d, type, flags, message id, trace id, payload length), \
         a payload of at most 16 MiB and an XXH3-64 checksum.\n\n\
-        Example:\n  \
-        mxp frame encode --type call --message-id 42 --payload-hex 68656c6c6f | mxp frame decode\n\n\
-        Exit codes: 0 success, 1 I/O failure or lost framing, 2 bad arguments or input."
+        Call agents on MXP nodes over QUIC with mutual TLS (`mxp call`, `mxp event`), \
+        using the CLI's own identity (`mxp identity`).\n\n\
+        Examples:\n  \
+        mxp frame encode --type call --message-id 42 --payload-hex 68656c6c6f | mxp frame decode\n  \
+        mxp call mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n\n\
+        Exit codes: 0 success; 1 I/O or local failure, lost framing, or an answer that is not valid MXP; \
+        2 bad arguments or input; 3 the node answered with an Error frame; 4 no answer within --timeout; \
+        5 the node could not be reached (unreachable, refused, TLS handshake failed, connection lost)."
 )]
 pub struct Cli {
     /// The command to run.
@@ -50,6 +66,15 @@ pub enum Command {
             Example:\n  \
             mxp frame encode --type event --payload-hex 7b7d | mxp frame decode")]
     Frame(frame::FrameArgs),
+    /// Call an agent on a node and print the result (`mxp call mxp://host:port/<agent-id> '{"method":...}'`).
+    #[command(long_about = call::LONG_ABOUT)]
+    Call(call::CallArgs),
+    /// Send an Event to an agent on a node (fire-and-forget).
+    #[command(long_about = event::LONG_ABOUT)]
+    Event(event::EventArgs),
+    /// Print the fingerprint of the CLI's own identity (what a node pins) and its folder.
+    #[command(long_about = identity::LONG_ABOUT)]
+    Identity(identity::IdentityArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -75,6 +100,44 @@ pub enum CliError {
     /// Standard output was closed by its reader (`EPIPE`): stop quietly, exit code 0.
     #[error("standard output was closed")]
     OutputClosed,
+    /// The node answered with an Error frame: exit code 3.
+    #[error("{code}: {message} ({})", retriable_note(*.retriable))]
+    Remote {
+        /// The Error frame's code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+        /// Whether the same Call may succeed later.
+        retriable: bool,
+    },
+    /// No answer before the deadline: exit code 4.
+    #[error("{timeout}: {0}", timeout = ErrorCode::TIMEOUT)]
+    Timeout(String),
+    /// The node could not be reached, refused the connection, failed the TLS
+    /// handshake or dropped the connection: exit code 5.
+    #[error("{code}: {message}")]
+    Connection {
+        /// The code the failure maps to (`mxp_transport::CallError::code`).
+        code: ErrorCode,
+        /// What failed.
+        message: String,
+    },
+    /// The node's answer is not valid MXP: exit code 1.
+    #[error("{code}: {message}")]
+    InvalidAnswer {
+        /// The code the failure maps to.
+        code: ErrorCode,
+        /// What is wrong with the answer.
+        message: String,
+    },
+}
+
+fn retriable_note(retriable: bool) -> &'static str {
+    if retriable {
+        "retriable: the same call may succeed later"
+    } else {
+        "not retriable"
+    }
 }
 
 impl CliError {
@@ -82,8 +145,11 @@ impl CliError {
     pub const fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Io(_) | CliError::FramingLost { .. } => 1,
+            CliError::Io(_) | CliError::FramingLost { .. } | CliError::InvalidAnswer { .. } => 1,
             CliError::OutputClosed => 0,
+            CliError::Remote { .. } => 3,
+            CliError::Timeout(_) => 4,
+            CliError::Connection { .. } => 5,
         }
     }
 
@@ -143,6 +209,9 @@ pub fn parse_u64(text: &str) -> Result<u64, String> {
 pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(), CliError> {
     match cli.command {
         Command::Frame(args) => frame::run(args, input, out)?,
+        Command::Call(args) => call::run(&args, input, out)?,
+        Command::Event(args) => event::run(&args, input, out)?,
+        Command::Identity(args) => identity::run(&args, out)?,
     }
     flush_out(out)
 }
@@ -225,6 +294,23 @@ mod tests {
             1
         );
         assert_eq!(CliError::OutputClosed.exit_code(), 0);
+        let remote = CliError::Remote {
+            code: ErrorCode::UNKNOWN_AGENT,
+            message: String::new(),
+            retriable: false,
+        };
+        assert_eq!(remote.exit_code(), 3);
+        assert_eq!(CliError::Timeout(String::new()).exit_code(), 4);
+        let conn = CliError::Connection {
+            code: ErrorCode::INTERNAL,
+            message: String::new(),
+        };
+        assert_eq!(conn.exit_code(), 5);
+        let invalid = CliError::InvalidAnswer {
+            code: ErrorCode::MALFORMED_FRAME,
+            message: String::new(),
+        };
+        assert_eq!(invalid.exit_code(), 1);
         let broken = io::Error::from(io::ErrorKind::BrokenPipe);
         assert!(matches!(
             CliError::from_output(&broken),
@@ -241,6 +327,81 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("frame"), "{help}");
         assert!(help.contains("Example"), "{help}");
+    }
+
+    #[test]
+    fn help_documents_every_exit_code() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in [
+            "0 success",
+            "1 I/O",
+            "2 bad",
+            "3 the node",
+            "4 no answer",
+            "5 the node",
+        ] {
+            assert!(help.contains(code), "{code}: {help}");
+        }
+        for sub in ["call", "event"] {
+            let mut cmd = Cli::command();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for code in ["Exit codes", "2 bad", "4 ", "5 the node"] {
+                assert!(help.contains(code), "{sub} {code}: {help}");
+            }
+        }
+    }
+
+    #[test]
+    fn call_event_and_identity_arguments() {
+        let url = "mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001";
+        let cli = Cli::try_parse_from([
+            "mxp",
+            "call",
+            url,
+            "--method",
+            "echo",
+            "-1",
+            "--timeout",
+            "2m",
+            "--raw-json",
+        ])
+        .unwrap();
+        let Command::Call(c) = cli.command else {
+            panic!("not a call")
+        };
+        assert_eq!(c.url.to_string(), url);
+        assert_eq!(c.method.as_deref(), Some("echo"));
+        assert_eq!(c.body.as_deref(), Some("-1"));
+        assert!(c.raw_json);
+        assert_eq!(c.connect.timeout, std::time::Duration::from_secs(120));
+
+        let cli = Cli::try_parse_from(["mxp", "event", url, "--topic", "t", "{}", "-v"]).unwrap();
+        let Command::Event(e) = cli.command else {
+            panic!("not an event")
+        };
+        assert_eq!((e.topic.as_str(), e.data.as_deref()), ("t", Some("{}")));
+        assert!(e.connect.verbose);
+
+        let cli = Cli::try_parse_from(["mxp", "identity", "--identity-dir", "/x"]).unwrap();
+        let Command::Identity(i) = cli.command else {
+            panic!("not identity")
+        };
+        assert_eq!(i.identity_dir.as_deref(), Some(std::path::Path::new("/x")));
+
+        for bad in [
+            &["mxp", "call", "mxp://127.0.0.1:9000", "{}"][..],
+            &["mxp", "call", "not-a-url", "{}"],
+            &["mxp", "call", url, "{}", "--timeout", "soon"],
+            &["mxp", "event", url],
+            &["mxp", "call", url, "{}", "--server-fingerprint", "xyz"],
+        ] {
+            let err = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -813,6 +813,7 @@ mod tests {
                 FrameCommand::Decode(d) => Ok(d),
                 other => panic!("{other:?}"),
             },
+            other => panic!("not a frame command: {other:?}"),
         }
     }
 

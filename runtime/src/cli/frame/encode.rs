@@ -186,6 +186,7 @@ mod tests {
                 FrameCommand::Encode(e) => Ok(e),
                 other => panic!("{other:?}"),
             },
+            other => panic!("not a frame command: {other:?}"),
         }
     }
 

@@ -1,0 +1,83 @@
+//! `mxp identity`: the CLI's own identity, what an operator pins on a node.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CliError, remote, write_out};
+
+/// The long help of `mxp identity`.
+pub const LONG_ABOUT: &str = "Print the fingerprint of the CLI's own identity, and its folder.\n\n\
+    `mxp call` and `mxp event` present this identity to the node (mutual TLS); a node that pins \
+    its peers must list this fingerprint. The identity (cert.der, key.der) is created on first \
+    use in $MXP_CONFIG_DIR/identity, else $XDG_CONFIG_HOME/mxp/identity, else \
+    ~/.config/mxp/identity, or in --identity-dir.\n\n\
+    Output:\n  \
+    fingerprint: <64 hex digits>\n  \
+    folder: <path>\n\n\
+    Exit codes: 0 success; 1 the identity cannot be read or created; 2 bad arguments.";
+
+/// Arguments of `mxp identity`.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Folder of the CLI's identity (created on first use) [default: $MXP_CONFIG_DIR/identity, else $XDG_CONFIG_HOME/mxp/identity, else ~/.config/mxp/identity].
+    #[arg(long, value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+}
+
+/// Runs `mxp identity`: loads (or creates) the identity and prints it.
+///
+/// # Errors
+/// [`CliError::Io`] if the identity cannot be read or created,
+/// [`CliError::Usage`] if there is no default folder.
+pub fn run<W: Write>(args: &IdentityArgs, out: &mut W) -> Result<(), CliError> {
+    let (identity, dir) = remote::load_identity(args.identity_dir.as_deref())?;
+    let text = format!(
+        "fingerprint: {}\nfolder: {}\n",
+        identity.peer_id(),
+        dir.display()
+    );
+    write_out(out, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_reused() {
+        let dir = std::env::temp_dir().join(format!("mxp-identity-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = IdentityArgs {
+            identity_dir: Some(dir.join("id")),
+        };
+        let mut first = Vec::new();
+        run(&args, &mut first).unwrap();
+        let mut second = Vec::new();
+        run(&args, &mut second).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let text = String::from_utf8(first.clone()).unwrap();
+        let fp = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("fingerprint: ")
+            .unwrap();
+        assert_eq!(fp.len(), 64);
+        assert!(text.contains(&format!("folder: {}", dir.join("id").display())));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn an_unusable_folder_is_an_io_error() {
+        let file = std::env::temp_dir().join(format!("mxp-identity-file-{}", std::process::id()));
+        std::fs::write(&file, b"not a folder").unwrap();
+        let args = IdentityArgs {
+            identity_dir: Some(file.clone()),
+        };
+        let err = run(&args, &mut Vec::new()).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(err.exit_code(), 1, "{err}");
+    }
+}
