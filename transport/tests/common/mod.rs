@@ -1,10 +1,12 @@
-//! Shared test scaffolding: a node on loopback with an echo agent.
+//! Shared test scaffolding: a node on loopback with an echo agent, clients,
+//! and a bare quinn client for bytes the typed client would not send.
 #![allow(
     dead_code,
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    clippy::indexing_slicing
 )]
 
 use std::net::SocketAddr;
@@ -74,5 +76,130 @@ pub async fn eventually(deadline: Duration, mut f: impl FnMut() -> bool) -> bool
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client presenting `identity` and checking servers against `trust`.
+pub fn client_with(identity: &NodeIdentity, trust: PeerTrust, limits: Limits) -> Client {
+    Client::new(identity, trust, limits).unwrap()
+}
+
+/// An agent that takes every Call and never answers it (the reply ports are
+/// kept, so the server sees neither an answer nor a dropped Call).
+pub fn spawn_silent(mut mailbox: Mailbox) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(env) = mailbox.recv().await {
+            held.push(env);
+        }
+    })
+}
+
+/// Waits until the async condition `f` holds, polling until `deadline`.
+pub async fn eventually_async<F, Fut>(deadline: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A 32-byte MXP header written by hand: valid magic, `msg_type`, no flags,
+/// the given message id, and a declared payload length of `payload_len`.
+pub fn raw_header(msg_type: u8, message_id: u64, payload_len: u64) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    h[0..4].copy_from_slice(&mxp_protocol::MAGIC.to_le_bytes());
+    h[4] = msg_type;
+    h[8..16].copy_from_slice(&message_id.to_le_bytes());
+    h[16..24].copy_from_slice(&message_id.to_le_bytes());
+    h[24..32].copy_from_slice(&payload_len.to_le_bytes());
+    h
+}
+
+pub mod raw {
+    //! A bare quinn client speaking MXP's TLS setup (ALPN `mxp/1`, a
+    //! self-signed client certificate, any server certificate with a valid
+    //! handshake signature), for sending bytes the typed client would not.
+
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{
+        CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
+    };
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AnyServer(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("TLS 1.2 is not used by MXP".into()))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// A connection to `addr` from a fresh self-signed identity.
+    pub async fn connect(addr: SocketAddr) -> quinn::Connection {
+        let ck = rcgen::generate_simple_self_signed(vec!["raw-test-client".to_owned()]).unwrap();
+        let chain = vec![ck.cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        tls.alpn_protocols = vec![mxp_transport::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        endpoint.connect(addr, "mxp-node").unwrap().await.unwrap()
     }
 }
