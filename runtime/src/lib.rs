@@ -1,6 +1,6 @@
-//! The MXP runtime: assembling an MXP node, and the `mxp` command-line tool.
-//!
-//! For now the crate holds the tool's logic in [`cli`]; the `mxp` binary
-//! (`src/bin/mxp.rs`) only calls [`cli::main`].
+//! The MXP runtime: assembling an MXP node ([`node`], the `mxp-node`
+//! binary) and the `mxp` command-line tool ([`cli`]). Both binaries are thin
+//! `main`s around these modules.
 
 pub mod cli;
+pub mod node;

@@ -107,6 +107,9 @@ impl CallError {
             CallError::Transport(TransportError::UnknownAgent(_)) => ErrorCode::UNKNOWN_AGENT,
             CallError::Transport(TransportError::Overloaded(_)) => ErrorCode::OVERLOADED,
             CallError::Transport(TransportError::AgentStopped(_)) => ErrorCode::AGENT_UNAVAILABLE,
+            CallError::Transport(
+                TransportError::Connect { .. } | TransportError::ConnectionLost(_),
+            ) => ErrorCode::UNREACHABLE,
             CallError::Transport(_) => ErrorCode::INTERNAL,
         }
     }

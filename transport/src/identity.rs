@@ -236,15 +236,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The default folder of the `mxp` CLI's own identity: `$MXP_CONFIG_DIR`, else
-/// `$XDG_CONFIG_HOME/mxp`, else `$HOME/.config/mxp`.
+/// The default folder of the `mxp` CLI's own identity: `$MXP_CONFIG_DIR/identity`,
+/// else `$XDG_CONFIG_HOME/mxp/identity`, else `$HOME/.config/mxp/identity`.
+/// Empty variables are ignored.
 pub fn default_client_identity_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("MXP_CONFIG_DIR") {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(d) = var("MXP_CONFIG_DIR") {
         return Some(PathBuf::from(d).join("identity"));
     }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+    let base = var("XDG_CONFIG_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     Some(base.join("mxp").join("identity"))
 }
 

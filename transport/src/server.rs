@@ -233,21 +233,25 @@ async fn serve_connection(incoming: quinn::Incoming, _gauge: Gauge, ctx: Arc<Ctx
     debug!(peer = %peer, "peer connected");
     ctx.peer_connected(peer);
     let malformed = Arc::new(AtomicU32::new(0));
-    loop {
+    // Accept until both directions report the connection closed: quinn hands
+    // out streams that already arrived before it reports the close, so
+    // stopping at the first error would drop an Event sent just before it.
+    let (mut bi_open, mut uni_open) = (true, true);
+    while bi_open || uni_open {
         tokio::select! {
-            bi = conn.accept_bi() => match bi {
+            bi = conn.accept_bi(), if bi_open => match bi {
                 Ok((send, recv)) => {
                     let task = serve_bi(conn.clone(), peer, send, recv, ctx.clone(), malformed.clone());
                     tokio::spawn(task.in_current_span());
                 }
-                Err(_) => break,
+                Err(_) => bi_open = false,
             },
-            uni = conn.accept_uni() => match uni {
+            uni = conn.accept_uni(), if uni_open => match uni {
                 Ok(recv) => {
                     let task = serve_uni(conn.clone(), peer, recv, ctx.clone(), malformed.clone());
                     tokio::spawn(task.in_current_span());
                 }
-                Err(_) => break,
+                Err(_) => uni_open = false,
             },
         }
     }

@@ -159,6 +159,19 @@ impl FromStr for MxpUrl {
     }
 }
 
+impl serde::Serialize for MxpUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MxpUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MxpUrl, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,18 +208,5 @@ mod tests {
             let e = s.parse::<MxpUrl>().unwrap_err().to_string();
             assert!(e.contains(why), "{s}: {e}");
         }
-    }
-}
-
-impl serde::Serialize for MxpUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MxpUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MxpUrl, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }

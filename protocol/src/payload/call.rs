@@ -271,6 +271,9 @@ error_codes! {
     AGENT_UNAVAILABLE = 201, "agent_unavailable", true;
     /// The agent is retiring or terminated and will not accept Calls again.
     AGENT_RETIRED = 202, "agent_retired", false;
+    /// The node hosting the agent cannot be reached (connection refused,
+    /// handshake failed, connection lost).
+    UNREACHABLE = 203, "unreachable", true;
     /// The deadline passed before an answer.
     TIMEOUT = 300, "timeout", true;
     /// The caller gave up; the work was cancelled.

@@ -90,13 +90,9 @@ pub fn run<R: Read, W: Write>(args: &EventArgs, input: R, _out: &mut W) -> Resul
         let deadline = Instant::now() + args.connect.timeout;
         let client = remote::connect(&args.connect, &identity, &dir, &args.url, deadline).await?;
         let sent = tokio::time::timeout_at(deadline, client.event(&args.url, &body)).await;
-        // No `client.close()` here, on purpose: the node acknowledged the
-        // event's bytes, but if the connection closes before the node's
-        // connection task has accepted the stream, the node drops the event
-        // (mxp-transport's server stops accepting streams at the first
-        // accept error). Leaving without a CONNECTION_CLOSE lets the node
-        // read it; the node reaps the connection after its idle timeout.
-        drop(client);
+        // Closing is safe: the node serves every stream that arrived before
+        // the close, so an acknowledged event is not lost.
+        client.close().await;
         match sent {
             Ok(Ok(())) => {
                 if args.connect.verbose {

@@ -182,7 +182,7 @@ pub async fn connect(
         Ok(Err(e)) => return Err(connection_error(&e.into(), args)),
         Err(_) => {
             return Err(CliError::Connection {
-                code: ErrorCode::INTERNAL,
+                code: ErrorCode::UNREACHABLE,
                 message: format!(
                     "cannot connect to {}: no connection within {}",
                     url.authority(),

@@ -1,0 +1,420 @@
+//! `mxp-node` configuration: embedded defaults, then a TOML file, then
+//! `MXP_*` environment variables. Loading is pure (the file's text and the
+//! environment are inputs) and every error names the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mxp_actors::{Rule, SupervisionPolicy};
+use mxp_protocol::AgentId;
+use mxp_transport::{Limits, MxpUrl, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, as a commented TOML document (`mxp-node --print-default-config`).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[metrics]`.
+    pub metrics: MetricsSection,
+    /// `[transport]`.
+    pub transport: Limits,
+    /// `[supervision]`.
+    pub supervision: SupervisionPolicy,
+    /// `[[agents]]`.
+    #[serde(default)]
+    pub agents: Vec<AgentSection>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Advertised address; empty for the listen address.
+    pub advertise: String,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Nodes to join.
+    pub seeds: Vec<MxpUrl>,
+    /// Heartbeat period (ms).
+    pub heartbeat_interval_ms: u64,
+    /// Remote agent TTL (ms).
+    pub agent_ttl_ms: u64,
+    /// Pinned peers; empty: development mode.
+    pub trusted_peers: Vec<PeerId>,
+    /// Operators; empty: any peer.
+    pub operators: Vec<PeerId>,
+    /// Drain time on shutdown (ms).
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// HTTP address of `/metrics`; empty: disabled.
+    pub listen: String,
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Id; derived from the node identity and the name when absent.
+    #[serde(default)]
+    pub id: Option<AgentId>,
+    /// Name, 1 to 256 bytes.
+    pub name: String,
+    /// Capabilities.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Planner rules; the default rules when absent.
+    #[serde(default)]
+    pub rules: Option<Vec<Rule>>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{origin}: not valid TOML: {message}")]
+    Syntax {
+        /// Where the text came from.
+        origin: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A key has a value of the wrong kind, or is unknown.
+    #[error("{key}: {reason}")]
+    Key {
+        /// The key, e.g. `transport.max_connections`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn key_err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Overlays `top` onto `base`, table by table; arrays and scalars replace.
+fn merge(base: &mut toml::Value, top: toml::Value) {
+    match (base, top) {
+        (toml::Value::Table(b), toml::Value::Table(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t,
+    }
+}
+
+/// Parses an environment value as a TOML value, or takes it as a string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (its name and text),
+    /// then every `MXP_SECTION__KEY` in `env`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key (or the file position) and the reason.
+    pub fn load(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let syntax = |origin: &str, e: toml::de::Error| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        };
+        let mut value: toml::Value =
+            toml::from_str(DEFAULT_TOML).map_err(|e| syntax("embedded defaults", e))?;
+        if let Some((origin, text)) = file {
+            let user: toml::Value = toml::from_str(text).map_err(|e| syntax(origin, e))?;
+            // A file that lists agents replaces the default demo agent.
+            merge(&mut value, user);
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("MXP_") else {
+                continue;
+            };
+            let Some((section_name, key_name)) = rest
+                .split_once("__")
+                .map(|(s, k)| (s.to_ascii_lowercase(), k.to_ascii_lowercase()))
+                .filter(|(s, k)| !s.is_empty() && !k.is_empty() && !k.contains("__"))
+            else {
+                // Other MXP_ variables (e.g. MXP_CONFIG_DIR for the CLI) are not node settings.
+                continue;
+            };
+            let key = format!("{section_name}.{key_name}");
+            let section = value
+                .as_table_mut()
+                .and_then(|t| t.get_mut(&section_name))
+                .and_then(toml::Value::as_table_mut)
+                .ok_or_else(|| {
+                    key_err(
+                        &key,
+                        format!("environment variable {name}: no section [{section_name}]"),
+                    )
+                })?;
+            section.insert(key_name, env_value(&raw));
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            key_err(
+                if key == "." { "(top level)" } else { &key },
+                e.into_inner().to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.transport
+            .validate()
+            .map_err(|e| key_err("transport", e))?;
+        self.supervision
+            .validate()
+            .map_err(|e| key_err("supervision", e))?;
+        if self.node.heartbeat_interval_ms == 0 {
+            return Err(key_err(
+                "node.heartbeat_interval_ms",
+                "must be greater than zero",
+            ));
+        }
+        if self.node.agent_ttl_ms <= self.node.heartbeat_interval_ms {
+            return Err(key_err(
+                "node.agent_ttl_ms",
+                "must be longer than node.heartbeat_interval_ms",
+            ));
+        }
+        if !self.node.advertise.is_empty() && self.node.advertise.parse::<SocketAddr>().is_err() {
+            return Err(key_err(
+                "node.advertise",
+                format!(
+                    "{:?} is not an address like 192.0.2.7:9000",
+                    self.node.advertise
+                ),
+            ));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(key_err(
+                "metrics.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:9464",
+                    self.metrics.listen
+                ),
+            ));
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let key = format!("agents[{i}]");
+            if a.name.is_empty() || a.name.len() > mxp_protocol::payload::MAX_AGENT_NAME_LEN {
+                return Err(key_err(&format!("{key}.name"), "must be 1 to 256 bytes"));
+            }
+            if let Some(c) = a
+                .capabilities
+                .iter()
+                .find(|c| c.is_empty() || c.len() > mxp_protocol::payload::MAX_CAPABILITY_LEN)
+            {
+                return Err(key_err(
+                    &format!("{key}.capabilities"),
+                    format!("{c:?} must be 1 to 256 bytes"),
+                ));
+            }
+            if let Some(rules) = &a.rules {
+                mxp_actors::RulePlanner::new(rules.clone(), mxp_actors::BUILTIN_TOOLS)
+                    .map_err(|e| key_err(&format!("{key}.rules"), e.to_string()))?;
+            }
+            if self.agents.iter().take(i).any(|b| b.name == a.name) {
+                return Err(key_err(
+                    &format!("{key}.name"),
+                    format!("{:?} is used by another agent", a.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(
+            Some(("node.toml", file)),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_code_defaults() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.transport, Limits::default());
+        assert_eq!(c.supervision, SupervisionPolicy::default());
+        assert_eq!(c.node.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.metrics.listen, "127.0.0.1:9464");
+        assert_eq!(c.agents.len(), 1);
+        assert_eq!(c.agents[0].name, "demo");
+        // What --print-default-config prints loads back to the same thing.
+        assert_eq!(
+            Config::load(Some(("printed", &c.to_toml())), []).unwrap(),
+            c
+        );
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let c = load(
+            "[node]\nlisten = \"127.0.0.1:9100\"\n[transport]\nmax_connections = 5\n",
+            &[
+                ("MXP_TRANSPORT__MAX_CONNECTIONS", "7"),
+                ("MXP_NODE__SEEDS", "[\"mxp://127.0.0.1:9000\"]"),
+                ("MXP_CONFIG_DIR", "/x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.node.listen.port(), 9100);
+        assert_eq!(
+            c.transport.max_connections, 7,
+            "environment wins over the file"
+        );
+        assert_eq!(c.node.seeds.len(), 1);
+        assert_eq!(
+            c.transport.max_streams_per_connection, 256,
+            "untouched keys keep their defaults"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
+            (
+                "[transport]\nmax_connections = \"many\"",
+                &[],
+                "transport.max_connections",
+                "invalid type",
+            ),
+            (
+                "[node]\nlisten = \"nowhere\"",
+                &[],
+                "node.listen",
+                "invalid socket address",
+            ),
+            (
+                "[node]\nlistn = \"x\"",
+                &[],
+                "node",
+                "unknown field `listn`",
+            ),
+            (
+                "[transport]\nmax_frame_payload = 16777217",
+                &[],
+                "transport",
+                "max_frame_payload",
+            ),
+            (
+                "[node]\nagent_ttl_ms = 10",
+                &[],
+                "node.agent_ttl_ms",
+                "longer",
+            ),
+            (
+                "[node]\nseeds = [\"http://x\"]",
+                &[],
+                "node.seeds[0]",
+                "mxp://",
+            ),
+            (
+                "[node]\ntrusted_peers = [\"abc\"]",
+                &[],
+                "node.trusted_peers[0]",
+                "64 hex digits",
+            ),
+            (
+                "[[agents]]\nname = \"a\"\n[[agents.rules]]\nmethod = \"x\"\nsteps = [{ tool = \"shell\" }]",
+                &[],
+                "agents[0].rules",
+                "unknown tool",
+            ),
+            (
+                "",
+                &[("MXP_NODE__LISTEN", "bad")],
+                "node.listen",
+                "invalid socket address",
+            ),
+            ("", &[("MXP_NOPE__X", "1")], "nope.x", "no section [nope]"),
+            (
+                "[metrics]\nlisten = \"x\"",
+                &[],
+                "metrics.listen",
+                "not an address",
+            ),
+        ];
+        for (file, env, key, reason) in cases {
+            let e = load(file, env).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{file:?}: {e}");
+            assert!(e.contains(reason), "{file:?}: {e}");
+        }
+        let e = load("[node", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("node.toml: not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn a_file_listing_agents_replaces_the_demo_agent() {
+        let c = load(
+            "[[agents]]\nname = \"a\"\n[[agents]]\nname = \"b\"\ncapabilities = [\"x\"]",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        assert!(
+            load("[[agents]]\nname = \"a\"\n[[agents]]\nname = \"a\"", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("agents[1].name")
+        );
+    }
+}
