@@ -28,7 +28,9 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     limits: Limits,
-    conns: Mutex<HashMap<String, quinn::Connection>>,
+    /// One slot per `host:port`; its async lock is held across a handshake,
+    /// so concurrent first calls to a node share one connection.
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
     ids: AtomicU64,
     stats: Arc<Stats>,
 }
@@ -38,6 +40,15 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("local_addr", &self.endpoint.local_addr().ok())
             .finish_non_exhaustive()
+    }
+}
+
+/// A connection-level failure, with the reason the connection closed if it did
+/// (e.g. the TLS alert of a node that refused this client's certificate).
+fn lost(conn: &quinn::Connection, e: &dyn std::fmt::Display) -> TransportError {
+    match conn.close_reason() {
+        Some(reason) => TransportError::ConnectionLost(format!("{e} ({reason})")),
+        None => TransportError::ConnectionLost(e.to_string()),
     }
 }
 
@@ -122,11 +133,19 @@ impl Client {
         url: &MxpUrl,
     ) -> Result<(quinn::Connection, PeerId), TransportError> {
         let key = url.authority();
-        if let Some(live) = self.cached(&key) {
-            return Ok(live);
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.entry(key.clone()).or_default().clone()
+        };
+        // Only callers of the same node wait here: a handshake to an
+        // unreachable node does not hold up calls to any other.
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref().filter(|c| c.close_reason().is_none()) {
+            if let Some(peer) = peer_of(c) {
+                return Ok((c.clone(), peer));
+            }
         }
-        // Connect without holding the map: a handshake to an unreachable node
-        // must not hold up calls to every other node.
+        *conn = None;
         let addrs = url.resolve().await?;
         let mut last = None;
         for addr in addrs {
@@ -138,20 +157,13 @@ impl Client {
                 connecting.await.map_err(|e| e.to_string())
             };
             match tokio::time::timeout(self.limits.handshake_timeout, attempt).await {
-                Ok(Ok(conn)) => {
-                    let Some(peer) = peer_of(&conn) else {
+                Ok(Ok(c)) => {
+                    let Some(peer) = peer_of(&c) else {
                         last = Some("server presented no certificate".to_owned());
                         continue;
                     };
-                    let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-                    // Another task may have connected meanwhile; keep the first.
-                    if let Some(existing) = conns.get(&key).filter(|c| c.close_reason().is_none()) {
-                        if let Some(p) = peer_of(existing) {
-                            return Ok((existing.clone(), p));
-                        }
-                    }
-                    conns.insert(key, conn.clone());
-                    return Ok((conn, peer));
+                    *conn = Some(c.clone());
+                    return Ok((c, peer));
                 }
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => {
@@ -166,19 +178,6 @@ impl Client {
             addr: key,
             reason: last.unwrap_or_else(|| "no address".into()),
         })
-    }
-
-    /// A live cached connection to `key`, dropping a closed one.
-    fn cached(&self, key: &str) -> Option<(quinn::Connection, PeerId)> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let c = conns.get(key)?;
-        if c.close_reason().is_none() {
-            if let Some(peer) = peer_of(c) {
-                return Some((c.clone(), peer));
-            }
-        }
-        conns.remove(key);
-        None
     }
 
     /// Calls the agent `url` names with `body` and waits at most `timeout`.
@@ -254,10 +253,7 @@ impl Client {
         let max = self.limits.max_frame_payload;
         let work = async {
             let (conn, _) = self.connect(url).await?;
-            let (send, recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| TransportError::ConnectionLost(e.to_string()))?;
+            let (send, recv) = conn.open_bi().await.map_err(|e| lost(&conn, &e))?;
             let mut guard = CancelOnDrop {
                 send: Some(send),
                 recv: Some(recv),
@@ -276,6 +272,13 @@ impl Client {
                 None => Ok(None),
             };
             guard.done = true;
+            let answer = answer.map_err(|e| match e {
+                ReadError::Stream(s) => match conn.close_reason() {
+                    Some(reason) => ReadError::Stream(format!("{s} ({reason})")),
+                    None => ReadError::Stream(s),
+                },
+                other => other,
+            });
             match answer {
                 Ok(Some(f)) => {
                     self.stats.frame_in(f.message_type());

@@ -164,6 +164,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now` (a fresh bucket would be the same).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one at time `now`.
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -193,6 +199,8 @@ mod tests {
         assert_eq!((0..10).filter(|_| b.try_take(t2)).count(), 5);
         // Time going backwards never adds tokens.
         assert!(!b.try_take(t0));
+        assert!(!b.is_full(t2));
+        assert!(b.is_full(t2 + Duration::from_millis(50)));
     }
 
     #[test]

@@ -58,6 +58,10 @@ struct PeerState {
 impl Ctx {
     fn peer_connected(&self, peer: PeerId) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        // A disconnected peer's bucket is kept until it has refilled, so
+        // reconnecting does not buy a fresh burst; then it is forgotten.
+        let now = Instant::now();
+        peers.retain(|_, s| s.connections > 0 || !s.bucket.is_full(now));
         peers
             .entry(peer)
             .or_insert_with(|| PeerState {
@@ -75,13 +79,11 @@ impl Ctx {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = peers.get_mut(&peer) {
             state.connections = state.connections.saturating_sub(1);
-            if state.connections == 0 {
-                peers.remove(&peer);
-            }
         }
     }
 
-    /// Takes one token from the peer's bucket.
+    /// Takes one token from the peer's bucket (kept while the peer is
+    /// connected, and after, until it has refilled).
     fn admit(&self, peer: PeerId) -> bool {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers
@@ -266,14 +268,41 @@ fn count_malformed(
     malformed: &AtomicU32,
     class: &'static str,
 ) {
+    if note_malformed(ctx, malformed, class) {
+        close_malformed(conn);
+    }
+}
+
+/// Counts a malformed frame; true when the connection has reached the threshold.
+fn note_malformed(ctx: &Ctx, malformed: &AtomicU32, class: &'static str) -> bool {
     ctx.stats.malformed(class);
     let n = malformed.fetch_add(1, Ordering::Relaxed) + 1;
-    if n >= ctx.limits.malformed_threshold {
-        warn!(count = n, "closing connection: too many malformed frames");
-        conn.close(
-            VarInt::from_u32(codes::CLOSE_MALFORMED),
-            b"too many malformed frames",
-        );
+    n >= ctx.limits.malformed_threshold
+}
+
+fn close_malformed(conn: &quinn::Connection) {
+    warn!("closing connection: too many malformed frames");
+    conn.close(
+        VarInt::from_u32(codes::CLOSE_MALFORMED),
+        b"too many malformed frames",
+    );
+}
+
+/// Answers a malformed frame with `answer`, then counts it; when that reaches
+/// the threshold the connection is closed once the peer has the answer (or
+/// after a second), so the last offence is answered too.
+async fn reply_malformed(
+    send: &mut quinn::SendStream,
+    ctx: &Ctx,
+    answer: Option<Frame>,
+    conn: &quinn::Connection,
+    malformed: &AtomicU32,
+    class: &'static str,
+) {
+    reply(send, ctx, answer).await;
+    if note_malformed(ctx, malformed, class) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        close_malformed(conn);
     }
 }
 
@@ -316,9 +345,8 @@ async fn serve_bi(
             let frame = ErrorPayload::from_decode_error(message_id, &err)
                 .and_then(|e| e.to_frame(ctx.bus.next_message_id(), 0, Flags::FINAL))
                 .ok();
-            reply(&mut send, &ctx, frame).await;
             let _ = recv.stop(VarInt::from_u32(0));
-            count_malformed(&conn, &ctx, &malformed, err.class());
+            reply_malformed(&mut send, &ctx, frame, &conn, &malformed, err.class()).await;
             return;
         }
         Ok(Ok(Some(frame))) => frame,
@@ -384,11 +412,10 @@ async fn serve_call(
     match Call::peek_target(frame.payload_slice()) {
         Ok(target) => serve_request(frame, target, peer, send, ctx).await,
         Err(err) => {
-            count_malformed(conn, ctx, malformed, err.class());
             let f = ErrorPayload::from_decode_error(id, &err)
                 .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                 .ok();
-            reply(&mut send, ctx, f).await;
+            reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
         }
     }
 }
@@ -470,11 +497,11 @@ async fn serve_stream(
     let open = match StreamOpen::from_frame(&open_frame) {
         Ok(o) => o,
         Err(err) => {
-            count_malformed(conn, ctx, malformed, err.class());
             let f = ErrorPayload::from_decode_error(id, &err)
                 .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                 .ok();
-            return reply(&mut send, ctx, f).await;
+            reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
+            return;
         }
     };
     let Ok(sender) = ctx.bus.sender(open.target) else {
@@ -505,15 +532,32 @@ async fn serve_stream(
         return reply(&mut send, ctx, f).await;
     }
     loop {
-        let frame = match read_frame(&mut recv, ctx.limits.max_frame_payload).await {
+        // Between frames a stream may pause (a model thinking), but not
+        // longer than the idle timeout: a peer cannot hold a stream slot
+        // forever by going quiet half-way.
+        let next = tokio::time::timeout(
+            ctx.limits.idle_timeout,
+            read_frame(&mut recv, ctx.limits.max_frame_payload),
+        )
+        .await;
+        let Ok(next) = next else {
+            debug!(
+                "MXP stream idle for {:?}; resetting it",
+                ctx.limits.idle_timeout
+            );
+            let _ = send.reset(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+            let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+            return;
+        };
+        let frame = match next {
             Ok(Some(f)) => f,
             Ok(None) | Err(ReadError::Stream(_)) => break,
             Err(ReadError::Decode { err, message_id }) => {
-                count_malformed(conn, ctx, malformed, err.class());
                 let f = ErrorPayload::from_decode_error(message_id, &err)
                     .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                     .ok();
-                return reply(&mut send, ctx, f).await;
+                reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
+                return;
             }
         };
         ctx.stats.frame_in(frame.message_type());
@@ -537,11 +581,11 @@ async fn serve_stream(
         let (stream_id, last) = match stream_id {
             Ok(v) => v,
             Err(err) => {
-                count_malformed(conn, ctx, malformed, err.class());
                 let f = ErrorPayload::from_decode_error(frame.message_id(), &err)
                     .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
                     .ok();
-                return reply(&mut send, ctx, f).await;
+                reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
+                return;
             }
         };
         if stream_id != open.stream_id {
