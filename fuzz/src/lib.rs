@@ -107,13 +107,13 @@ pub mod known_issues {
     /// feature), so decoding a body and encoding it again can change a number
     /// by one unit in the last place: `{"topic":"t","data":-2.5e-253}` decodes
     /// to `-2.5000000000000002e-253`.
-    pub const JSON_FLOATS_INEXACT: bool = true;
+    pub const JSON_FLOATS_INEXACT: bool = false;
 
     /// A JSON array is accepted where docs/PROTOCOL.md requires a JSON object
     /// (serde reads a struct from a sequence, field by field in order):
     /// `["fs.read",32]` decodes as an AgentDiscover payload and as a Call
     /// body.
-    pub const JSON_ARRAYS_ACCEPTED: bool = true;
+    pub const JSON_ARRAYS_ACCEPTED: bool = false;
 }
 
 // ---------------------------------------------------------------------------

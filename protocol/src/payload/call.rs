@@ -663,4 +663,25 @@ mod tests {
             "invalid_json"
         );
     }
+
+    #[test]
+    fn json_bodies_must_be_objects_and_numbers_round_trip() {
+        // serde would read a struct from an array field by field; the schema says object.
+        let arr = Bytes::from_static(br#"["fs.read",32]"#);
+        let err = crate::DiscoverRequest::decode(&arr).unwrap_err();
+        assert_eq!(err.class(), "invalid_json");
+        assert!(err.to_string().contains("JSON object"), "{err}");
+        let call = Call {
+            target: AgentId::from_bytes([0; 16]),
+            timeout_secs: 0,
+            body: Bytes::from_static(br#" ["echo"]"#),
+        };
+        assert_eq!(call.parse_body().unwrap_err().class(), "invalid_json");
+        // Numbers decode to the nearest f64, so a decoded body re-encodes unchanged.
+        let ev =
+            EventBody::decode(&Bytes::from_static(br#"{"topic":"t","data":-2.5e-253}"#)).unwrap();
+        assert_eq!(ev.data, json!(-2.5e-253));
+        let again = EventBody::from_frame(&ev.to_frame(1, 1, Flags::EMPTY).unwrap()).unwrap();
+        assert_eq!(again, ev);
+    }
 }

@@ -80,11 +80,19 @@ pub(crate) fn frame_of(
         .encode_vectored(parts)
 }
 
+/// Parses a JSON body, which must be an object: serde would otherwise read a
+/// struct from an array, field by field, which the schemas do not allow.
 pub(crate) fn from_json<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
-    serde_json::from_slice(bytes).map_err(|e| DecodeError::json(what, &e))
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| DecodeError::json(what, &e)),
+        _ => Err(DecodeError::InvalidJson {
+            what,
+            detail: "the body must be a JSON object ({...})".into(),
+        }),
+    }
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(
