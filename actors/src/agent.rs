@@ -247,6 +247,13 @@ impl Kernel {
         let ctx = shared.context();
         let mut jobs = Vec::with_capacity(batch.len());
         for env in batch {
+            let _span = tracing::debug_span!(
+                "kernel",
+                agent = %shared.id,
+                trace_id = env.frame.trace_id(),
+                message_id = env.frame.message_id(),
+            )
+            .entered();
             if env.frame.message_type() != MessageType::Call {
                 debug!(agent = %shared.id, r#type = %env.frame.message_type(), "frame delivered");
                 continue;
@@ -425,6 +432,14 @@ impl Actor for PlannerActor {
     ) -> Result<(), ActorProcessingErr> {
         let PlannerMsg::Run(jobs) = msg;
         for job in jobs {
+            let _span = tracing::debug_span!(
+                "planner",
+                agent = %state.shared.id,
+                trace_id = job.reply.trace_id(),
+                message_id = job.reply.call_id(),
+                method = %job.body.method,
+            )
+            .entered();
             let outcome = state
                 .planner
                 .plan(&job.body)
