@@ -5,9 +5,8 @@ use std::io::{Read, Write};
 use clap::Args;
 use mxp_protocol::CallBody;
 use mxp_protocol::payload::MAX_METHOD_LEN;
-use mxp_transport::MxpUrl;
+use mxp_transport::{Client, MxpUrl};
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::remote::{self, ConnectArgs};
 use super::{CliError, write_out};
@@ -94,15 +93,7 @@ pub fn call_body(
             })?
         }
     };
-    if body.method.is_empty() {
-        return Err(CliError::Usage("the method must not be empty".into()));
-    }
-    if body.method.len() > MAX_METHOD_LEN {
-        return Err(CliError::Usage(format!(
-            "the method is {} bytes long; at most {MAX_METHOD_LEN} are allowed",
-            body.method.len()
-        )));
-    }
+    remote::check_text("method", &body.method, MAX_METHOD_LEN)?;
     Ok(body)
 }
 
@@ -112,21 +103,13 @@ pub fn call_body(
 /// See [`CliError`] and the exit codes in [`LONG_ABOUT`].
 pub fn run<R: Read, W: Write>(args: &CallArgs, input: R, out: &mut W) -> Result<(), CliError> {
     let body = call_body(args.method.as_deref(), args.body.as_deref(), input)?;
-    let (identity, dir) = remote::load_identity(args.connect.identity_dir.as_deref())?;
-    let rt = remote::runtime()?;
-    let answer = rt.block_on(async {
-        let deadline = Instant::now() + args.connect.timeout;
-        let client = remote::connect(&args.connect, &identity, &dir, &args.url, deadline).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let result = client.call(&args.url, &body, left).await;
-        client.close().await;
-        result.map_err(|e| remote::call_error(e, &args.connect))
+    let answer = remote::with_node(&args.connect, &args.url, async |client: &Client, left| {
+        client
+            .call(&args.url, &body, left)
+            .await
+            .map_err(|e| remote::call_error(e, &args.connect))
     })?;
-    let body: Value =
-        serde_json::from_slice(&answer.body).map_err(|e| CliError::InvalidAnswer {
-            code: mxp_protocol::ErrorCode::MALFORMED_FRAME,
-            message: format!("the Response body is not JSON: {e}"),
-        })?;
+    let body = remote::response_json(&answer)?;
     let text = if args.raw_json {
         body.to_string()
     } else {

@@ -5,9 +5,8 @@ use std::io::{Read, Write};
 use clap::Args;
 use mxp_protocol::EventBody;
 use mxp_protocol::payload::MAX_TOPIC_LEN;
-use mxp_transport::MxpUrl;
+use mxp_transport::{Client, MxpUrl};
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::CliError;
 use super::duration::format_duration;
@@ -53,15 +52,7 @@ pub fn event_body(
     data: Option<&str>,
     input: impl Read,
 ) -> Result<EventBody, CliError> {
-    if topic.is_empty() {
-        return Err(CliError::Usage("the topic must not be empty".into()));
-    }
-    if topic.len() > MAX_TOPIC_LEN {
-        return Err(CliError::Usage(format!(
-            "the topic is {} bytes long; at most {MAX_TOPIC_LEN} are allowed",
-            topic.len()
-        )));
-    }
+    remote::check_text("topic", topic, MAX_TOPIC_LEN)?;
     let target = url.agent().ok_or_else(|| {
         CliError::Usage(format!(
             "{url} names no agent: expected mxp://host:port/<agent-id>"
@@ -84,16 +75,8 @@ pub fn event_body(
 /// See [`CliError`] and the exit codes in [`LONG_ABOUT`].
 pub fn run<R: Read, W: Write>(args: &EventArgs, input: R, _out: &mut W) -> Result<(), CliError> {
     let body = event_body(&args.url, &args.topic, args.data.as_deref(), input)?;
-    let (identity, dir) = remote::load_identity(args.connect.identity_dir.as_deref())?;
-    let rt = remote::runtime()?;
-    rt.block_on(async {
-        let deadline = Instant::now() + args.connect.timeout;
-        let client = remote::connect(&args.connect, &identity, &dir, &args.url, deadline).await?;
-        let sent = tokio::time::timeout_at(deadline, client.event(&args.url, &body)).await;
-        // Closing is safe: the node serves every stream that arrived before
-        // the close, so an acknowledged event is not lost.
-        client.close().await;
-        match sent {
+    remote::with_node(&args.connect, &args.url, async |client: &Client, left| {
+        match tokio::time::timeout(left, client.event(&args.url, &body)).await {
             Ok(Ok(())) => {
                 if args.connect.verbose {
                     eprintln!("mxp: the node acknowledged the event");

@@ -9,8 +9,9 @@ use super::{CliError, remote, write_out};
 
 /// The long help of `mxp identity`.
 pub const LONG_ABOUT: &str = "Print the fingerprint of the CLI's own identity, and its folder.\n\n\
-    `mxp call` and `mxp event` present this identity to the node (mutual TLS); a node that pins \
-    its peers must list this fingerprint. The identity (cert.der, key.der) is created on first \
+    Every command that talks to a node (`mxp call`, `mxp agents`, `mxp agent suspend`, ...) \
+    presents this identity (mutual TLS); a node that pins its peers must list this fingerprint, \
+    and a node with operators must list it in node.operators for `mxp agent`. The identity (cert.der, key.der) is created on first \
     use in $MXP_CONFIG_DIR/identity, else $XDG_CONFIG_HOME/mxp/identity, else \
     ~/.config/mxp/identity, or in --identity-dir.\n\n\
     Output:\n  \

@@ -4,8 +4,9 @@
 //! Every command reads from a generic [`Read`] and writes to a generic
 //! [`Write`], so it can be run over in-memory buffers in tests; [`run`] wires
 //! them to the process's locked, buffered standard streams. `mxp frame` is
-//! synchronous; `mxp call` and `mxp event` build a single-threaded tokio
-//! runtime for their network exchange.
+//! synchronous; the commands that talk to a node (`mxp call`, `mxp event`,
+//! `mxp agents`, `mxp discover`, `mxp node status`, `mxp agent ...`) build a
+//! single-threaded tokio runtime for their network exchange.
 //!
 //! Exit codes (see [`CliError::exit_code`]): `0` success (also when stdout
 //! was closed early, e.g. by `| head`), `1` I/O or local failure, a raw
@@ -18,12 +19,34 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit-code paragraph of the help of a command that asks a node
+/// something: `$usage` gives examples of bad arguments, the optional
+/// `$remote` examples of the node's Error frames.
+macro_rules! node_exit_codes {
+    ($usage:literal $(, $remote:literal)?) => {
+        concat!(
+            "Exit codes: 0 success; 1 local failure or an answer that is not valid MXP; \
+            2 bad arguments (e.g. ",
+            $usage,
+            "); 3 the node answered with an Error frame",
+            $(" (", $remote, ")",)?
+            "; 4 no answer within --timeout; 5 the node could not be reached (unreachable, \
+            refused, TLS handshake failed, connection lost)."
+        )
+    };
+}
+
+pub mod agent;
+pub mod agents;
 pub mod call;
+pub mod discover;
 pub mod duration;
 pub mod event;
 pub mod frame;
 pub mod identity;
+pub mod node;
 pub mod remote;
+pub mod table;
 
 use mxp_protocol::ErrorCode;
 
@@ -41,10 +64,16 @@ const OUT_BUFFER: usize = 64 * 1024;
         (magic 31 50 58 4d, type, flags, message id, trace id, payload length), \
         a payload of at most 16 MiB and an XXH3-64 checksum.\n\n\
         Call agents on MXP nodes over QUIC with mutual TLS (`mxp call`, `mxp event`), \
-        using the CLI's own identity (`mxp identity`).\n\n\
+        using the CLI's own identity (`mxp identity`). Ask a node what it knows (`mxp agents`, \
+        `mxp discover`, `mxp node status`) and, as an operator, suspend, resume or retire its \
+        agents (`mxp agent`).\n\n\
         Examples:\n  \
         mxp frame encode --type call --message-id 42 --payload-hex 68656c6c6f | mxp frame decode\n  \
-        mxp call mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n\n\
+        mxp call mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n  \
+        mxp agents mxp://127.0.0.1:9000\n  \
+        mxp discover mxp://127.0.0.1:9000 echo\n  \
+        mxp node status mxp://127.0.0.1:9000\n  \
+        mxp agent suspend mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001\n\n\
         Exit codes: 0 success; 1 I/O or local failure, lost framing, or an answer that is not valid MXP; \
         2 bad arguments or input; 3 the node answered with an Error frame; 4 no answer within --timeout; \
         5 the node could not be reached (unreachable, refused, TLS handshake failed, connection lost)."
@@ -75,6 +104,17 @@ pub enum Command {
     /// Print the fingerprint of the CLI's own identity (what a node pins) and its folder.
     #[command(long_about = identity::LONG_ABOUT)]
     Identity(identity::IdentityArgs),
+    /// List the agents a node knows, hosted there or elsewhere in the mesh (`mxp agents mxp://host:port`).
+    #[command(long_about = agents::LONG_ABOUT)]
+    Agents(agents::AgentsArgs),
+    /// Find agents with a capability (`mxp discover mxp://host:port <capability>`).
+    #[command(long_about = discover::LONG_ABOUT)]
+    Discover(discover::DiscoverArgs),
+    /// Ask a node about itself (`mxp node status mxp://host:port`).
+    Node(node::NodeArgs),
+    /// Suspend, resume or retire an agent on a node, as an operator (`mxp agent suspend mxp://host:port/<agent-id>`).
+    #[command(long_about = agent::LONG_ABOUT)]
+    Agent(agent::AgentArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -212,6 +252,10 @@ pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(),
         Command::Call(args) => call::run(&args, input, out)?,
         Command::Event(args) => event::run(&args, input, out)?,
         Command::Identity(args) => identity::run(&args, out)?,
+        Command::Agents(args) => agents::run(&args, out)?,
+        Command::Discover(args) => discover::run(&args, out)?,
+        Command::Node(args) => node::run(&args, out)?,
+        Command::Agent(args) => agent::run(&args, out)?,
     }
     flush_out(out)
 }
@@ -342,16 +386,105 @@ mod tests {
         ] {
             assert!(help.contains(code), "{code}: {help}");
         }
-        for sub in ["call", "event"] {
-            let mut cmd = Cli::command();
-            let help = cmd
-                .find_subcommand_mut(sub)
-                .unwrap()
-                .render_long_help()
-                .to_string();
-            for code in ["Exit codes", "2 bad", "4 ", "5 the node"] {
-                assert!(help.contains(code), "{sub} {code}: {help}");
+        for path in [
+            &["call"][..],
+            &["event"],
+            &["agents"],
+            &["discover"],
+            &["node", "status"],
+            &["agent", "suspend"],
+            &["agent", "resume"],
+            &["agent", "retire"],
+        ] {
+            let help = subcommand_help(path);
+            for code in ["Exit codes", "2 bad", "4 ", "5 the node", "Example"] {
+                assert!(help.contains(code), "{path:?} {code}: {help}");
             }
+        }
+        for path in [&["agents"][..], &["discover"], &["node", "status"]] {
+            let help = subcommand_help(path);
+            assert!(help.contains("3 the node answered"), "{path:?}: {help}");
+        }
+    }
+
+    /// The long help of the subcommand at `path`, e.g. `["node", "status"]`.
+    fn subcommand_help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn operator_help_names_the_identity_and_the_operators_setting() {
+        for verb in ["suspend", "resume", "retire"] {
+            let help = subcommand_help(&["agent", verb]);
+            assert!(help.contains("`mxp identity`"), "{verb}: {help}");
+            assert!(help.contains("node.operators"), "{verb}: {help}");
+            assert!(help.contains(&format!("agent.{verb}")), "{verb}: {help}");
+            assert!(
+                help.contains(&format!("mxp agent {verb} mxp://")),
+                "{verb}: {help}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_commands_take_a_node_url_and_agent_commands_an_agent_url() {
+        let node = "mxp://127.0.0.1:9000";
+        let agent = "mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001";
+        let cli = Cli::try_parse_from(["mxp", "agents", node, "--json", "-v"]).unwrap();
+        let Command::Agents(a) = cli.command else {
+            panic!("not agents")
+        };
+        assert_eq!(a.target.node.to_string(), node);
+        assert!(a.json && a.target.connect.verbose);
+        assert_eq!(a.target.connect.timeout, std::time::Duration::from_secs(10));
+
+        let cli = Cli::try_parse_from(["mxp", "discover", node, "echo", "--limit", "2"]).unwrap();
+        let Command::Discover(d) = cli.command else {
+            panic!("not discover")
+        };
+        assert_eq!(
+            (d.capability.as_str(), d.limit, d.json),
+            ("echo", Some(2), false)
+        );
+
+        let cli = Cli::try_parse_from(["mxp", "node", "status", node, "--timeout", "3s"]).unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!("not node")
+        };
+        let node::NodeCommand::Status(st) = n.command;
+        assert_eq!(st.target.node.to_string(), node);
+        assert_eq!(st.target.connect.timeout, std::time::Duration::from_secs(3));
+
+        let cli = Cli::try_parse_from(["mxp", "agent", "retire", agent]).unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        let (method, args) = a.command.method();
+        assert_eq!(
+            (method, args.url.to_string().as_str()),
+            ("agent.retire", agent)
+        );
+
+        for (bad, why) in [
+            (&["mxp", "agents", agent][..], "names the agent"),
+            (&["mxp", "discover", agent, "echo"], "names the agent"),
+            (&["mxp", "node", "status", agent], "names the agent"),
+            (&["mxp", "agents", "http://h:1"], "mxp://"),
+            (&["mxp", "agent", "suspend", node], "names no agent"),
+            (&["mxp", "node", "status"], "NODE"),
+            (&["mxp", "node"], "status"),
+            (&["mxp", "agent"], "suspend"),
+            (&["mxp", "discover", node], "CAPABILITY"),
+        ] {
+            let err = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            let text = err.to_string();
+            assert!(text.contains(why), "{bad:?}: {text}");
         }
     }
 

@@ -1,18 +1,20 @@
-//! What `mxp call` and `mxp event` share: the options that say how to reach
-//! a node (deadline, the CLI's own identity, trust in the node), building the
-//! QUIC client on a single-threaded tokio runtime, and turning transport
-//! failures into [`CliError`]s with their exit codes.
+//! What every command that talks to a node shares: the options that say how
+//! to reach a node (deadline, the CLI's own identity, trust in the node),
+//! node and agent URLs, one exchange with a node on a single-threaded tokio
+//! runtime ([`with_node`]), Calls to the node agent ([`call_node_agent`]),
+//! and turning transport failures into [`CliError`]s with their exit codes.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use mxp_protocol::ErrorCode;
+use mxp_protocol::{CallBody, ErrorCode, Response};
 use mxp_transport::{
-    CallError, Client, Limits, MxpUrl, NodeIdentity, PeerId, PeerTrust, TransportError,
+    CallError, Client, Limits, MxpUrl, NODE_AGENT, NodeIdentity, PeerId, PeerTrust, TransportError,
     default_client_identity_dir,
 };
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::CliError;
@@ -49,6 +51,35 @@ impl ConnectArgs {
     }
 }
 
+/// The node a command asks (`mxp://host:port`), and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct NodeTarget {
+    /// The node to ask, `mxp://host:port`.
+    #[arg(value_name = "NODE", value_parser = parse_node_url)]
+    pub node: MxpUrl,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Checks a text field before it goes on the wire: not empty, at most `max`
+/// bytes. `what` names it in errors, e.g. "topic".
+///
+/// # Errors
+/// [`CliError::Usage`] saying which limit is broken.
+pub fn check_text(what: &str, text: &str, max: usize) -> Result<(), CliError> {
+    if text.is_empty() {
+        return Err(CliError::Usage(format!("the {what} must not be empty")));
+    }
+    if text.len() > max {
+        return Err(CliError::Usage(format!(
+            "the {what} is {} bytes long; at most {max} are allowed",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Parses a `--server-fingerprint` (64 hex digits, optionally `sha256:`-prefixed).
 ///
 /// # Errors
@@ -71,17 +102,33 @@ pub fn parse_agent_url(text: &str) -> Result<MxpUrl, String> {
     Ok(url)
 }
 
+/// Parses an `mxp://host:port` URL that names a node, not an agent.
+///
+/// # Errors
+/// A message naming the URL and what is wrong with it, e.g. an agent id in
+/// the path.
+pub fn parse_node_url(text: &str) -> Result<MxpUrl, String> {
+    let url: MxpUrl = text.parse().map_err(|e: TransportError| e.to_string())?;
+    if let Some(agent) = url.agent() {
+        return Err(format!(
+            "{text:?} names the agent {agent}: expected a node, mxp://host:port (without /<agent-id>)"
+        ));
+    }
+    Ok(url)
+}
+
+/// The node part of `url`, `mxp://host:port`, without the agent.
+pub fn node_of(url: &MxpUrl) -> MxpUrl {
+    MxpUrl::new(url.host(), url.port(), None)
+}
+
 /// Parses a JSON command-line argument, or reads it from `input` when it is
 /// `-`. `what` names it in errors, e.g. "the Call body".
 ///
 /// # Errors
 /// [`CliError::Usage`] naming the line and column of a syntax error, or
 /// [`CliError::Io`] if standard input cannot be read.
-pub fn parse_json_arg(
-    what: &str,
-    text: &str,
-    input: impl Read,
-) -> Result<serde_json::Value, CliError> {
+pub fn parse_json_arg(what: &str, text: &str, input: impl Read) -> Result<Value, CliError> {
     let read;
     let text = if text == "-" {
         read = read_all(input)?;
@@ -201,6 +248,105 @@ pub async fn connect(
         }
     }
     Ok(client)
+}
+
+/// Runs one exchange with the node `url` names: loads (or creates) the CLI's
+/// identity, connects within `--timeout`, runs `work` with the client and the
+/// time left before the deadline, then closes the connection.
+///
+/// # Errors
+/// What [`load_identity`], [`runtime`] and [`connect`] return, or what
+/// `work` returns (map transport failures with [`call_error`]).
+pub fn with_node<T>(
+    args: &ConnectArgs,
+    url: &MxpUrl,
+    work: impl AsyncFnOnce(&Client, Duration) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let (identity, dir) = load_identity(args.identity_dir.as_deref())?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let deadline = Instant::now() + args.timeout;
+        let client = connect(args, &identity, &dir, url, deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = work(&client, left).await;
+        // Closing is safe: the node serves every stream that arrived before
+        // the close, so an acknowledged event is not lost.
+        client.close().await;
+        result
+    })
+}
+
+/// The JSON body of a Response (`{"result": ...}`).
+///
+/// # Errors
+/// [`CliError::InvalidAnswer`] if the body is not JSON.
+pub fn response_json(answer: &Response) -> Result<Value, CliError> {
+    serde_json::from_slice(&answer.body).map_err(|e| CliError::InvalidAnswer {
+        code: ErrorCode::MALFORMED_FRAME,
+        message: format!("the Response body is not JSON: {e}"),
+    })
+}
+
+/// The `result` of a Response's JSON body (null if it has none).
+///
+/// # Errors
+/// [`CliError::InvalidAnswer`] if the body is not JSON.
+pub fn response_result(answer: &Response) -> Result<Value, CliError> {
+    let mut body = response_json(answer)?;
+    Ok(body
+        .get_mut("result")
+        .map(Value::take)
+        .unwrap_or(Value::Null))
+}
+
+/// Writes a node's `result`: with `--json` as JSON on one line, otherwise
+/// as `human` renders it for people.
+///
+/// # Errors
+/// What `human` returns, or a failed write.
+pub fn print_result<W: std::io::Write>(
+    out: &mut W,
+    json: bool,
+    result: &Value,
+    human: impl FnOnce(&Value) -> Result<String, CliError>,
+) -> Result<(), CliError> {
+    let text = if json {
+        format!("{result}\n")
+    } else {
+        human(result)?
+    };
+    super::write_out(out, text.as_bytes())
+}
+
+/// Calls the control method `method` of the node agent (the nil agent id)
+/// on the node `node` names, and returns the Response's `result`.
+///
+/// # Errors
+/// As [`with_node`] and [`call_error`]; [`CliError::InvalidAnswer`] for an
+/// answer without a JSON body.
+pub fn call_node_agent(
+    args: &ConnectArgs,
+    node: &MxpUrl,
+    method: &str,
+    params: Value,
+) -> Result<Value, CliError> {
+    let url = node_of(node).with_agent(NODE_AGENT);
+    let body = CallBody::new(method, params);
+    let answer = with_node(args, &url, async |client: &Client, left| {
+        client
+            .call(&url, &body, left)
+            .await
+            .map_err(|e| call_error(e, args))
+    })?;
+    response_result(&answer)
+}
+
+/// An answer of the node that does not have the shape its method promises.
+pub(crate) fn unexpected(what: &str, detail: impl std::fmt::Display) -> CliError {
+    CliError::InvalidAnswer {
+        code: ErrorCode::INVALID_PAYLOAD,
+        message: format!("unexpected answer to {what}: {detail}"),
+    }
 }
 
 fn connection_error(err: &CallError, args: &ConnectArgs) -> CliError {
