@@ -13,16 +13,17 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mxp_protocol::{AgentId, Call, CallBody, ErrorCode, MessageType, TypedPayload};
-use mxp_transport::{Bus, Envelope, Mailbox, Reply};
+use mxp_transport::{Bus, Envelope, Reply};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use crate::hooks::{AgentContext, AgentHooks, MessageOutcome};
+use crate::slot::{Slot, bridge, refuse};
 use crate::tools::{ToolContext, run_plan};
 use crate::{LifecycleState, Planner, Transition};
 
@@ -130,8 +131,8 @@ pub(crate) struct AgentShared {
     calls: AtomicU64,
     restarts: AtomicU64,
     started: Instant,
-    kernel: RwLock<Option<ActorRef<KernelMsg>>>,
-    planner: RwLock<Option<ActorRef<PlannerMsg>>>,
+    kernel: Arc<Slot<KernelMsg>>,
+    planner: Slot<PlannerMsg>,
 }
 
 impl AgentShared {
@@ -195,11 +196,6 @@ pub(crate) struct Job {
     reply: Reply,
     started: Instant,
     _in_flight: InFlight,
-}
-
-fn refuse(reply: Reply, code: ErrorCode, message: String) {
-    metrics::counter!("mxp_calls_total", "outcome" => code.name()).increment(1);
-    let _ = reply.error(code, message);
 }
 
 // ---------------------------------------------------------------- kernel
@@ -286,24 +282,15 @@ impl Kernel {
         if jobs.is_empty() {
             return;
         }
-        let planner = shared
-            .planner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let failed = match planner {
-            Some(p) => match p.cast(PlannerMsg::Run(jobs)) {
-                Ok(()) => None,
-                Err(ractor::MessagingErr::SendErr(PlannerMsg::Run(jobs))) => Some(jobs),
-                Err(_) => None,
-            },
-            None => Some(jobs),
+        let failed = match shared.planner.cast(PlannerMsg::Run(jobs)) {
+            Err(Some(PlannerMsg::Run(jobs))) => jobs,
+            _ => Vec::new(),
         };
-        for job in failed.into_iter().flatten() {
+        for job in failed {
             refuse(
                 job.reply,
                 ErrorCode::AGENT_UNAVAILABLE,
-                "planner is restarting".into(),
+                "planner is restarting",
             );
         }
     }
@@ -511,7 +498,7 @@ impl AgentSupervisor {
             policy: st.policy.clone(),
         };
         let (k, _) = Actor::spawn_linked(None, Kernel, args, myself.get_cell()).await?;
-        *st.shared.kernel.write().unwrap_or_else(|p| p.into_inner()) = Some(k);
+        st.shared.kernel.set(k);
         Ok(())
     }
 
@@ -521,7 +508,7 @@ impl AgentSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let args = (st.shared.clone(), st.spec.planner.clone());
         let (p, _) = Actor::spawn_linked(None, PlannerActor, args, myself.get_cell()).await?;
-        *st.shared.planner.write().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        st.shared.planner.set(p);
         Ok(())
     }
 
@@ -562,10 +549,19 @@ impl Actor for AgentSupervisor {
             calls: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             started: Instant::now(),
-            kernel: RwLock::new(None),
-            planner: RwLock::new(None),
+            kernel: Arc::new(Slot::empty()),
+            planner: Slot::empty(),
         });
-        let bridge = tokio::spawn(bridge(mailbox, shared.clone(), args.policy.batch));
+        let bridge = tokio::spawn(bridge(
+            mailbox,
+            shared.kernel.clone(),
+            args.policy.batch,
+            KernelMsg::Deliver,
+            |m| match m {
+                KernelMsg::Deliver(envs) => envs,
+                _ => Vec::new(),
+            },
+        ));
         let st = AgentSupervisorState {
             shared,
             spec: args.spec,
@@ -588,22 +584,10 @@ impl Actor for AgentSupervisor {
         if st.shared.state() != LifecycleState::Terminated {
             st.shared.set_state(LifecycleState::Terminated);
         }
-        let kernel = st
-            .shared
-            .kernel
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(k) = kernel {
+        if let Some(k) = st.shared.kernel.take() {
             k.stop(None);
         }
-        let planner = st
-            .shared
-            .planner
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(p) = planner {
+        if let Some(p) = st.shared.planner.take() {
             p.stop(None);
         }
         Ok(())
@@ -620,13 +604,7 @@ impl Actor for AgentSupervisor {
                 let _ = port.send(st.shared.status());
             }
             AgentMsg::Control(t, port) => {
-                let kernel = st
-                    .shared
-                    .kernel
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let result = match kernel {
+                let result = match st.shared.kernel.get() {
                     Some(k) => match k
                         .call(|p| KernelMsg::Control(t, p), Some(Duration::from_secs(5)))
                         .await
@@ -648,28 +626,11 @@ impl Actor for AgentSupervisor {
         evt: SupervisionEvent,
         st: &mut AgentSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let is = |slot: Option<ractor::ActorCell>, cell: &ractor::ActorCell| {
-            slot.is_some_and(|c| c.get_id() == cell.get_id())
-        };
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let kernel = st
-                    .shared
-                    .kernel
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(|k| k.get_cell());
-                let planner = st
-                    .shared
-                    .planner
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(|p| p.get_cell());
-                let which = if is(kernel, &cell) {
+                let which = if st.shared.kernel.holds(&cell) {
                     "kernel"
-                } else if is(planner, &cell) {
+                } else if st.shared.planner.holds(&cell) {
                     "planner"
                 } else {
                     return Ok(());
@@ -689,53 +650,14 @@ impl Actor for AgentSupervisor {
                     AgentSupervisor::spawn_planner(&myself, st).await?;
                 }
             }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                let kernel = st
-                    .shared
-                    .kernel
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(|k| k.get_cell());
-                if is(kernel, &cell) && st.shared.state() == LifecycleState::Terminated {
-                    myself.stop(Some("terminated".into()));
-                }
+            SupervisionEvent::ActorTerminated(cell, _, _)
+                if st.shared.kernel.holds(&cell)
+                    && st.shared.state() == LifecycleState::Terminated =>
+            {
+                myself.stop(Some("terminated".into()));
             }
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// Moves envelopes from the mailbox to the current kernel, a batch per
-/// actor message. Survives kernel restarts: it reads the kernel's address
-/// from the shared slot for every batch.
-async fn bridge(mut mailbox: Mailbox, shared: Arc<AgentShared>, batch: usize) {
-    let mut buf = Vec::with_capacity(batch);
-    while mailbox.recv_many(&mut buf, batch).await > 0 {
-        metrics::histogram!("mxp_mailbox_depth").record(mailbox.depth() as f64);
-        let envs = std::mem::replace(&mut buf, Vec::with_capacity(batch));
-        let kernel = shared
-            .kernel
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let undelivered = match kernel {
-            Some(k) => match k.cast(KernelMsg::Deliver(envs)) {
-                Ok(()) => None,
-                Err(ractor::MessagingErr::SendErr(KernelMsg::Deliver(envs))) => Some(envs),
-                Err(_) => None,
-            },
-            None => Some(envs),
-        };
-        for env in undelivered.into_iter().flatten() {
-            if let Some(reply) = env.reply {
-                refuse(
-                    reply,
-                    ErrorCode::AGENT_UNAVAILABLE,
-                    "agent is restarting".into(),
-                );
-            }
-        }
     }
 }

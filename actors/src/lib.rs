@@ -22,6 +22,7 @@ mod lifecycle;
 mod node;
 mod planner;
 pub mod registry;
+mod slot;
 pub mod tools;
 
 pub use agent::{

@@ -19,8 +19,8 @@ use mxp_protocol::{
     Heartbeat, MessageType, Response, TypedPayload,
 };
 use mxp_transport::{
-    Bus, CallError, Client, Envelope, Limits, Mailbox, MxpUrl, NODE_AGENT, NodeIdentity, Origin,
-    PeerId, PeerTrust, Reply, Server, TransportError,
+    Bus, CallError, Client, Envelope, Limits, MxpUrl, NODE_AGENT, NodeIdentity, Origin, PeerId,
+    PeerTrust, Reply, Server, TransportError,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tracing::{debug, error, info, warn};
 
 use crate::registry::{Owner, RegistryTable};
+use crate::slot::{Slot, bridge};
 use crate::{
     AgentArgs, AgentMsg, AgentSpec, AgentStatus, AgentSupervisor, LifecycleState,
     SupervisionPolicy, Transition,
@@ -736,7 +737,7 @@ struct NodeSupervisor;
 struct NodeSupervisorState {
     bus: Bus,
     directory: Directory,
-    node_agent: Arc<RwLock<Option<ActorRef<NodeAgentMsg>>>>,
+    node_agent: Arc<Slot<NodeAgentMsg>>,
     node_args: Box<dyn Fn() -> NodeAgentArgs + Send + Sync>,
     bridge: tokio::task::JoinHandle<()>,
     restarts: u32,
@@ -757,7 +758,7 @@ impl NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (a, _) =
             Actor::spawn_linked(None, NodeAgent, (st.node_args)(), myself.get_cell()).await?;
-        *st.node_agent.write().unwrap_or_else(|p| p.into_inner()) = Some(a);
+        st.node_agent.set(a);
         Ok(())
     }
 }
@@ -773,8 +774,17 @@ impl Actor for NodeSupervisor {
         a: NodeSupervisorArgs,
     ) -> Result<NodeSupervisorState, ActorProcessingErr> {
         let mailbox = a.bus.register(NODE_AGENT)?;
-        let node_agent = Arc::new(RwLock::new(None));
-        let bridge = tokio::spawn(node_bridge(mailbox, node_agent.clone()));
+        let node_agent = Arc::new(Slot::empty());
+        let bridge = tokio::spawn(bridge(
+            mailbox,
+            node_agent.clone(),
+            64,
+            NodeAgentMsg::Deliver,
+            |m| match m {
+                NodeAgentMsg::Deliver(envs) => envs,
+                _ => Vec::new(),
+            },
+        ));
         let st = NodeSupervisorState {
             bus: a.bus,
             directory: a.directory,
@@ -876,13 +886,7 @@ impl Actor for NodeSupervisor {
             ),
             _ => return Ok(()),
         };
-        let is_node_agent = st
-            .node_agent
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|a| a.get_id() == cell.get_id());
-        if is_node_agent {
+        if st.node_agent.holds(&cell) {
             st.restarts += 1;
             metrics::counter!("mxp_actor_restarts_total", "actor" => "node_agent").increment(1);
             error!(
@@ -910,34 +914,6 @@ impl Actor for NodeSupervisor {
             }
         }
         Ok(())
-    }
-}
-
-async fn node_bridge(
-    mut mailbox: Mailbox,
-    node_agent: Arc<RwLock<Option<ActorRef<NodeAgentMsg>>>>,
-) {
-    let mut buf = Vec::with_capacity(64);
-    while mailbox.recv_many(&mut buf, 64).await > 0 {
-        let envs = std::mem::replace(&mut buf, Vec::with_capacity(64));
-        let agent = node_agent.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let undelivered = match agent {
-            Some(a) => match a.cast(NodeAgentMsg::Deliver(envs)) {
-                Ok(()) => None,
-                Err(ractor::MessagingErr::SendErr(NodeAgentMsg::Deliver(envs))) => Some(envs),
-                Err(_) => None,
-            },
-            None => Some(envs),
-        };
-        for env in undelivered.into_iter().flatten() {
-            if let Some(reply) = env.reply {
-                fail(
-                    reply,
-                    ErrorCode::AGENT_UNAVAILABLE,
-                    "node agent is restarting",
-                );
-            }
-        }
     }
 }
 

@@ -1,0 +1,76 @@
+//! The address of an actor that a supervisor may replace, and the bridge
+//! that feeds it from a bus mailbox in batches.
+
+use std::sync::{Arc, RwLock};
+
+use mxp_protocol::ErrorCode;
+use mxp_transport::{Envelope, Mailbox, Reply};
+use ractor::{ActorRef, Message, MessagingErr};
+
+/// The current address of a restartable actor; empty while it (re)starts.
+pub(crate) struct Slot<M>(RwLock<Option<ActorRef<M>>>);
+
+impl<M: Message> Slot<M> {
+    pub(crate) fn empty() -> Slot<M> {
+        Slot(RwLock::new(None))
+    }
+
+    pub(crate) fn get(&self) -> Option<ActorRef<M>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, actor: ActorRef<M>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(actor);
+    }
+
+    pub(crate) fn take(&self) -> Option<ActorRef<M>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether `cell` is the actor in the slot.
+    pub(crate) fn holds(&self, cell: &ractor::ActorCell) -> bool {
+        self.get().is_some_and(|a| a.get_id() == cell.get_id())
+    }
+
+    /// Sends `msg` to the actor in the slot; gives it back if there is no
+    /// actor or it stopped (`None` if the message was lost with it).
+    pub(crate) fn cast(&self, msg: M) -> Result<(), Option<M>> {
+        match self.get() {
+            None => Err(Some(msg)),
+            Some(actor) => actor.cast(msg).map_err(|e| match e {
+                MessagingErr::SendErr(m) => Some(m),
+                _ => None,
+            }),
+        }
+    }
+}
+
+/// Answers `reply` with an Error and counts the outcome.
+pub(crate) fn refuse(reply: Reply, code: ErrorCode, message: impl Into<String>) {
+    metrics::counter!("mxp_calls_total", "outcome" => code.name()).increment(1);
+    let _ = reply.error(code, message);
+}
+
+/// Moves envelopes from `mailbox` to the actor in `slot`, up to `batch` per
+/// actor message (`wrap` makes the message, `unwrap` recovers the envelopes
+/// of one that could not be delivered). Survives restarts of that actor: the
+/// address is read from the slot for every batch; a batch that finds no actor
+/// is answered with a retriable `agent_unavailable`.
+pub(crate) async fn bridge<M: Message>(
+    mut mailbox: Mailbox,
+    slot: Arc<Slot<M>>,
+    batch: usize,
+    wrap: fn(Vec<Envelope>) -> M,
+    unwrap: fn(M) -> Vec<Envelope>,
+) {
+    let mut buf = Vec::with_capacity(batch);
+    while mailbox.recv_many(&mut buf, batch).await > 0 {
+        metrics::histogram!("mxp_mailbox_depth").record(mailbox.depth() as f64);
+        let envs = std::mem::replace(&mut buf, Vec::with_capacity(batch));
+        if let Err(Some(back)) = slot.cast(wrap(envs)) {
+            for reply in unwrap(back).into_iter().filter_map(|e| e.reply) {
+                refuse(reply, ErrorCode::AGENT_UNAVAILABLE, "restarting; try again");
+            }
+        }
+    }
+}
