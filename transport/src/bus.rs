@@ -130,7 +130,10 @@ impl Reply {
 pub struct Mailbox {
     agent: AgentId,
     rx: mpsc::Receiver<Envelope>,
-    tx: mpsc::Sender<Envelope>,
+    /// Which registration this is: a later registration of the same id is
+    /// not removed when this mailbox drops. (No sender is kept here, so the
+    /// channel closes, and `recv` returns `None`, once the bus is gone.)
+    registration: u64,
     bus: Weak<BusInner>,
 }
 
@@ -163,7 +166,7 @@ impl Drop for Mailbox {
             if let Ok(mut agents) = bus.agents.write() {
                 if agents
                     .get(&self.agent)
-                    .is_some_and(|tx| tx.same_channel(&self.tx))
+                    .is_some_and(|(reg, _)| *reg == self.registration)
                 {
                     agents.remove(&self.agent);
                 }
@@ -174,7 +177,8 @@ impl Drop for Mailbox {
 
 #[derive(Debug)]
 struct BusInner {
-    agents: RwLock<HashMap<AgentId, mpsc::Sender<Envelope>>>,
+    /// Registered mailboxes: registration number and sender.
+    agents: RwLock<HashMap<AgentId, (u64, mpsc::Sender<Envelope>)>>,
     capacity: usize,
     ids: Arc<AtomicU64>,
 }
@@ -269,14 +273,15 @@ impl Bus {
     pub fn register(&self, agent: AgentId) -> Result<Mailbox, TransportError> {
         let (tx, rx) = mpsc::channel(self.inner.capacity);
         let mut agents = self.inner.agents.write().unwrap_or_else(|p| p.into_inner());
-        if agents.get(&agent).is_some_and(|t| !t.is_closed()) {
+        if agents.get(&agent).is_some_and(|(_, t)| !t.is_closed()) {
             return Err(TransportError::AlreadyRegistered(agent));
         }
-        agents.insert(agent, tx.clone());
+        let registration = self.inner.ids.fetch_add(1, Ordering::Relaxed);
+        agents.insert(agent, (registration, tx));
         Ok(Mailbox {
             agent,
             rx,
-            tx,
+            registration,
             bus: Arc::downgrade(&self.inner),
         })
     }
@@ -309,7 +314,7 @@ impl Bus {
         let agents = self.inner.agents.read().unwrap_or_else(|p| p.into_inner());
         agents
             .get(&agent)
-            .map(|tx| AgentSender {
+            .map(|(_, tx)| AgentSender {
                 agent,
                 tx: tx.clone(),
             })
@@ -328,7 +333,7 @@ impl Bus {
         agents
             .get(&agent)
             .or_else(|| agents.get(&NODE_AGENT))
-            .map(|tx| AgentSender {
+            .map(|(_, tx)| AgentSender {
                 agent,
                 tx: tx.clone(),
             })
@@ -436,6 +441,18 @@ mod tests {
             Err(TransportError::UnknownAgent(_))
         ));
         let _again = bus.register(agent(1)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_ends_when_the_bus_is_gone() {
+        let bus = Bus::new(4);
+        let mut mb = bus.register(agent(1)).unwrap();
+        drop(bus);
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), mb.recv()).await;
+        assert!(
+            matches!(end, Ok(None)),
+            "recv must return None once the bus is dropped"
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use quinn::VarInt;
 use crate::identity::{client_tls, peer_of};
 use crate::server::{codes, transport_config};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::wire::{ReadError, read_frame, write_frame};
+use crate::wire::{ReadError, consume_fin, read_frame, write_frame};
 use crate::{CallError, Limits, MxpUrl, NodeIdentity, PeerId, PeerTrust, TransportError};
 
 /// A QUIC client: calls agents on other nodes.
@@ -28,9 +28,8 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     limits: Limits,
-    /// One slot per `host:port`; its async lock is held across a handshake,
-    /// so concurrent first calls to a node share one connection.
-    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+    /// One slot per `host:port`.
+    conns: Mutex<HashMap<String, Arc<ConnSlot>>>,
     ids: AtomicU64,
     stats: Arc<Stats>,
 }
@@ -49,6 +48,24 @@ fn lost(conn: &quinn::Connection, e: &dyn std::fmt::Display) -> TransportError {
     match conn.close_reason() {
         Some(reason) => TransportError::ConnectionLost(format!("{e} ({reason})")),
         None => TransportError::ConnectionLost(e.to_string()),
+    }
+}
+
+/// The connection to one node: the live connection and its peer (read
+/// without waiting), and a lock held across a handshake so that concurrent
+/// first calls to a node share one connection.
+#[derive(Default)]
+struct ConnSlot {
+    live: Mutex<Option<(quinn::Connection, PeerId)>>,
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl ConnSlot {
+    fn live(&self) -> Option<(quinn::Connection, PeerId)> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.as_ref()
+            .filter(|(c, _)| c.close_reason().is_none())
+            .cloned()
     }
 }
 
@@ -135,17 +152,20 @@ impl Client {
         let key = url.authority();
         let slot = {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.entry(key.clone()).or_default().clone()
+            match conns.get(&key) {
+                Some(slot) => slot.clone(),
+                None => conns.entry(key.clone()).or_default().clone(),
+            }
         };
+        if let Some(live) = slot.live() {
+            return Ok(live);
+        }
         // Only callers of the same node wait here: a handshake to an
         // unreachable node does not hold up calls to any other.
-        let mut conn = slot.lock().await;
-        if let Some(c) = conn.as_ref().filter(|c| c.close_reason().is_none()) {
-            if let Some(peer) = peer_of(c) {
-                return Ok((c.clone(), peer));
-            }
+        let _dialing = slot.dialing.lock().await;
+        if let Some(live) = slot.live() {
+            return Ok(live);
         }
-        *conn = None;
         let addrs = url.resolve().await?;
         let mut last = None;
         for addr in addrs {
@@ -162,7 +182,7 @@ impl Client {
                         last = Some("server presented no certificate".to_owned());
                         continue;
                     };
-                    *conn = Some(c.clone());
+                    *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = Some((c.clone(), peer));
                     return Ok((c, peer));
                 }
                 Ok(Err(e)) => last = Some(e),
@@ -268,7 +288,11 @@ impl Client {
             }
             self.stats.frame_out(frame.message_type());
             let answer = match guard.recv.as_mut() {
-                Some(recv) => read_frame(recv, max).await,
+                Some(recv) => {
+                    let answer = read_frame(recv, max).await;
+                    consume_fin(recv);
+                    answer
+                }
                 None => Ok(None),
             };
             guard.done = true;

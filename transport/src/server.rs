@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::bus::{Envelope, Origin};
 use crate::identity::{peer_of, server_tls};
 use crate::stats::{Gauge, Stats, StatsSnapshot};
-use crate::wire::{ReadError, read_frame, write_frame};
+use crate::wire::{ReadError, consume_fin, read_frame, write_frame};
 use crate::{Bus, Limits, NodeIdentity, PeerId, PeerTrust, TokenBucket, TransportError};
 
 /// QUIC application close codes and stream reset codes (docs/PROTOCOL.md).
@@ -372,11 +372,17 @@ async fn serve_bi(
             return;
         }
         match first.message_type() {
-            MessageType::Call => serve_call(first, peer, send, &ctx, &conn, &malformed).await,
+            MessageType::Call => {
+                serve_call(first, peer, send, &ctx, &conn, &malformed).await;
+                // The answer is out, so the caller's FIN has long arrived:
+                // reading it spares the caller a STOP_SENDING.
+                consume_fin(&mut recv);
+            }
             MessageType::AgentRegister
             | MessageType::AgentDiscover
             | MessageType::AgentHeartbeat => {
-                serve_request(first, crate::NODE_AGENT, peer, send, &ctx).await
+                serve_request(first, crate::NODE_AGENT, peer, send, &ctx).await;
+                consume_fin(&mut recv);
             }
             MessageType::StreamOpen => {
                 serve_stream(first, peer, send, recv, &ctx, &conn, &malformed).await

@@ -78,3 +78,13 @@ pub(crate) async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> 
         .await
         .map_err(|e| e.to_string())
 }
+
+/// After the one frame of a Call or answer stream: if the stream's end has
+/// already arrived, read it, so that dropping the stream tells quinn all data
+/// was read and it sends no STOP_SENDING. Never waits (polls once).
+pub(crate) fn consume_fin(recv: &mut quinn::RecvStream) {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut read = std::pin::pin!(recv.read_chunk(1, true));
+    let _ = read.as_mut().poll(&mut cx);
+}
