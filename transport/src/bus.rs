@@ -448,7 +448,7 @@ mod tests {
         let bus = Bus::new(4);
         let mut mb = bus.register(agent(1)).unwrap();
         drop(bus);
-        let end = tokio::time::timeout(std::time::Duration::from_secs(5), mb.recv()).await;
+        let end = tokio::time::timeout(Duration::from_secs(5), mb.recv()).await;
         assert!(
             matches!(end, Ok(None)),
             "recv must return None once the bus is dropped"
