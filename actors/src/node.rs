@@ -228,6 +228,9 @@ impl NodeAgentState {
                     Ok(r) => r,
                     Err(e) => return fail(reply, ErrorCode::INVALID_PAYLOAD, e.to_string()),
                 };
+                // The directory is authoritative for this node's agents: sync
+                // first, so a peer can never claim a local agent's id.
+                self.sync_local();
                 match self.table.register_remote(&reg, from, self.ttl, now) {
                     Ok(()) => {
                         info!(agent = %reg.agent_id, name = %reg.name, peer = %from.short(), "remote agent registered");

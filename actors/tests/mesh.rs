@@ -299,3 +299,64 @@ async fn operators_only_when_configured() {
     op.call(&url, &body, Duration::from_secs(5)).await.unwrap();
     n.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Identity comes from TLS: a peer cannot register an agent id that another
+/// peer (or the node itself) owns, whatever the payload says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_register_an_id_another_peer_owns() {
+    use mxp_protocol::AgentRegister;
+    let n = node(vec![spec(1, "alpha")], vec![]).await;
+    let register = async |client: &Client, id: AgentId| {
+        let reg = AgentRegister {
+            agent_id: id,
+            name: "claimed".into(),
+            capabilities: vec!["x".into()],
+            endpoint: "127.0.0.1:9999".parse().unwrap(),
+        };
+        let msg = client.next_message_id();
+        let answer = client
+            .exchange(
+                n.url(),
+                reg.to_frame(msg, msg, Flags::EMPTY).unwrap(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        mxp_transport::interpret_answer(&answer, msg)
+    };
+    let first = Client::new(
+        &NodeIdentity::generate().unwrap(),
+        PeerTrust::AnyIdentified,
+        Limits::default(),
+    )
+    .unwrap();
+    let second = Client::new(
+        &NodeIdentity::generate().unwrap(),
+        PeerTrust::AnyIdentified,
+        Limits::default(),
+    )
+    .unwrap();
+    let id = AgentId::from_bytes([9; 16]);
+    register(&first, id).await.unwrap();
+    // The same peer may register it again (e.g. after a restart of its agent).
+    register(&first, id).await.unwrap();
+    let err = register(&second, id).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DENIED);
+    assert!(
+        err.to_string().contains("registered by another peer"),
+        "{err}"
+    );
+    // Nor can a peer claim an agent that runs on the node itself.
+    let err = register(&second, AgentId::from_bytes([1; 16]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DENIED);
+    // The node's discovery still names the first peer's registration.
+    let found = discover(&second, n.url(), "x").await;
+    assert_eq!(found.agents.len(), 1);
+    assert_eq!(
+        found.agents[0].endpoint,
+        format!("mxp://127.0.0.1:9999/{id}")
+    );
+    n.shutdown(Duration::from_secs(2)).await;
+}
