@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mxp_protocol::{AgentId, Call, CallBody, ErrorCode, MessageType, TypedPayload};
-use mxp_transport::{Bus, Envelope, Reply};
+use mxp_transport::{Bus, Reply};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use crate::hooks::{AgentContext, AgentHooks, MessageOutcome};
-use crate::slot::{Slot, bridge, refuse};
+use crate::slot::{Batch, Slot, bridge, refuse};
 use crate::tools::{ToolContext, run_plan};
 use crate::{LifecycleState, Planner, Transition};
 
@@ -41,6 +41,9 @@ pub struct SupervisionPolicy {
     pub drain_timeout_ms: u64,
     /// Envelopes moved to the kernel per actor message.
     pub batch: usize,
+    /// Calls an agent may hold accepted but unanswered; past it the bridge
+    /// stops reading the mailbox, which fills, and callers get `overloaded`.
+    pub max_in_flight: usize,
 }
 
 impl Default for SupervisionPolicy {
@@ -51,6 +54,7 @@ impl Default for SupervisionPolicy {
             tick_ms: 1_000,
             drain_timeout_ms: 5_000,
             batch: 64,
+            max_in_flight: 1024,
         }
     }
 }
@@ -69,6 +73,9 @@ impl SupervisionPolicy {
         }
         if self.batch == 0 {
             return Err("batch must be at least 1".into());
+        }
+        if self.max_in_flight < self.batch {
+            return Err("max_in_flight must be at least batch".into());
         }
         Ok(())
     }
@@ -196,6 +203,8 @@ pub(crate) struct Job {
     reply: Reply,
     started: Instant,
     _in_flight: InFlight,
+    /// Its share of the agent's in-flight limit, released when answered.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 // ---------------------------------------------------------------- kernel
@@ -203,7 +212,7 @@ pub(crate) struct Job {
 /// Messages to a kernel.
 pub(crate) enum KernelMsg {
     /// Envelopes from the agent's mailbox.
-    Deliver(Vec<Envelope>),
+    Deliver(Batch),
     /// A lifecycle transition requested by an operator or the node.
     Control(
         Transition,
@@ -237,12 +246,12 @@ impl Kernel {
         myself.stop(Some("terminated".into()));
     }
 
-    fn deliver(state: &mut KernelState, batch: Vec<Envelope>) {
+    fn deliver(state: &mut KernelState, mut batch: Batch) {
         let shared = &state.shared;
         let lifecycle = shared.state();
         let ctx = shared.context();
-        let mut jobs = Vec::with_capacity(batch.len());
-        for env in batch {
+        let mut jobs = Vec::with_capacity(batch.envelopes.len());
+        for env in std::mem::take(&mut batch.envelopes) {
             let _span = tracing::debug_span!(
                 "kernel",
                 agent = %shared.id,
@@ -276,6 +285,7 @@ impl Kernel {
                     reply,
                     started: Instant::now(),
                     _in_flight: InFlight::new(shared),
+                    _permit: batch.take_permit(),
                 }),
             }
         }
@@ -435,7 +445,12 @@ impl Actor for PlannerActor {
                     _ => (ErrorCode::INTERNAL, e.to_string()),
                 })
                 .and_then(|plan| {
-                    let status = serde_json::to_value(state.shared.status()).unwrap_or_default();
+                    // Only a plan that reads the status pays for building it.
+                    let status = if plan.steps.iter().any(|s| s.tool == "status") {
+                        serde_json::to_value(state.shared.status()).unwrap_or_default()
+                    } else {
+                        serde_json::Value::Null
+                    };
                     run_plan(&plan.steps, &ToolContext { status })
                         .map_err(|e| (ErrorCode::UNSUPPORTED, e.to_string()))
                 });
@@ -556,9 +571,12 @@ impl Actor for AgentSupervisor {
             mailbox,
             shared.kernel.clone(),
             args.policy.batch,
+            Some(Arc::new(tokio::sync::Semaphore::new(
+                args.policy.max_in_flight,
+            ))),
             KernelMsg::Deliver,
             |m| match m {
-                KernelMsg::Deliver(envs) => envs,
+                KernelMsg::Deliver(b) => b.envelopes,
                 _ => Vec::new(),
             },
         ));

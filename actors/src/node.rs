@@ -782,7 +782,8 @@ impl Actor for NodeSupervisor {
             mailbox,
             node_agent.clone(),
             64,
-            NodeAgentMsg::Deliver,
+            None,
+            |b| NodeAgentMsg::Deliver(b.envelopes),
             |m| match m {
                 NodeAgentMsg::Deliver(envs) => envs,
                 _ => Vec::new(),

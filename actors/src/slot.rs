@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use mxp_protocol::ErrorCode;
 use mxp_transport::{Envelope, Mailbox, Reply};
 use ractor::{ActorRef, Message, MessagingErr};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The current address of a restartable actor; empty while it (re)starts.
 pub(crate) struct Slot<M>(RwLock<Option<ActorRef<M>>>);
@@ -51,23 +52,54 @@ pub(crate) fn refuse(reply: Reply, code: ErrorCode, message: impl Into<String>) 
     let _ = reply.error(code, message);
 }
 
+/// Envelopes moved as one actor message, with the in-flight permits they hold.
+pub(crate) struct Batch {
+    /// The envelopes.
+    pub(crate) envelopes: Vec<Envelope>,
+    /// One permit per envelope when the receiver's work in flight is bounded.
+    permits: Option<OwnedSemaphorePermit>,
+}
+
+impl Batch {
+    /// One envelope's permit, to keep until its Call is answered.
+    pub(crate) fn take_permit(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.permits.as_mut().and_then(|p| p.split(1))
+    }
+}
+
 /// Moves envelopes from `mailbox` to the actor in `slot`, up to `batch` per
 /// actor message (`wrap` makes the message, `unwrap` recovers the envelopes
 /// of one that could not be delivered). Survives restarts of that actor: the
 /// address is read from the slot for every batch; a batch that finds no actor
 /// is answered with a retriable `agent_unavailable`.
+///
+/// With `in_flight`, every envelope holds a permit until the receiver drops
+/// it (a Call: when it is answered). When all permits are out the bridge
+/// stops reading, the bounded mailbox fills, and senders are told the agent
+/// is overloaded: the actor's own (unbounded) queue never grows past the limit.
 pub(crate) async fn bridge<M: Message>(
     mut mailbox: Mailbox,
     slot: Arc<Slot<M>>,
     batch: usize,
-    wrap: fn(Vec<Envelope>) -> M,
+    in_flight: Option<Arc<Semaphore>>,
+    wrap: fn(Batch) -> M,
     unwrap: fn(M) -> Vec<Envelope>,
 ) {
     let mut buf = Vec::with_capacity(batch);
     while mailbox.recv_many(&mut buf, batch).await > 0 {
         metrics::histogram!("mxp_mailbox_depth").record(mailbox.depth() as f64);
-        let envs = std::mem::replace(&mut buf, Vec::with_capacity(batch));
-        if let Err(Some(back)) = slot.cast(wrap(envs)) {
+        let envelopes = std::mem::replace(&mut buf, Vec::with_capacity(batch));
+        let permits = match &in_flight {
+            Some(limit) => {
+                let n = u32::try_from(envelopes.len()).unwrap_or(u32::MAX);
+                match limit.clone().acquire_many_owned(n).await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                }
+            }
+            None => None,
+        };
+        if let Err(Some(back)) = slot.cast(wrap(Batch { envelopes, permits })) {
             for reply in unwrap(back).into_iter().filter_map(|e| e.reply) {
                 refuse(reply, ErrorCode::AGENT_UNAVAILABLE, "restarting; try again");
             }

@@ -277,3 +277,66 @@ async fn retiring_drains_in_flight_calls_then_terminates() {
     .expect("retired agent never terminated");
     assert_eq!(hooks.shutdowns.load(Ordering::SeqCst), 1);
 }
+
+/// The agent's work in flight is bounded: with the planner busy, the bridge
+/// stops reading, the mailbox fills and callers are told `overloaded` at
+/// once, rather than Calls piling up unanswered in the actor's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_agent_answers_overloaded_instead_of_queueing() {
+    let bus = Bus::new(2);
+    let spec = AgentSpec {
+        id: ID,
+        name: "busy".into(),
+        capabilities: vec![],
+        planner: Arc::new(TestPlanner(RulePlanner::default_rules())),
+        hooks: Arc::new(NoHooks),
+    };
+    let policy = SupervisionPolicy {
+        batch: 1,
+        max_in_flight: 2,
+        ..Default::default()
+    };
+    let (sup, _) = Actor::spawn(
+        None,
+        AgentSupervisor,
+        AgentArgs {
+            spec,
+            bus: bus.clone(),
+            policy,
+        },
+    )
+    .await
+    .unwrap();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let bus = bus.clone();
+            tokio::spawn(async move { call(&bus, "slow", json!(150)).await })
+        })
+        .collect();
+    let mut answered = 0;
+    let mut overloaded = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v, json!("slow done"));
+                answered += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::OVERLOADED, "{e}");
+                overloaded += 1;
+            }
+        }
+    }
+    // At most max_in_flight (2) with the planner, 1 held by the bridge and
+    // 2 in the mailbox are ever accepted at once; the rest are refused.
+    assert!(
+        overloaded >= 10,
+        "answered {answered}, overloaded {overloaded}"
+    );
+    assert!(answered >= 2);
+    assert_eq!(
+        status(&sup).await.in_flight,
+        0,
+        "every accepted Call was answered"
+    );
+}
