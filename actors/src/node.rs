@@ -132,8 +132,6 @@ enum NodeAgentMsg {
     Tick,
     /// Mesh nodes learned from a registration answer.
     Learned(Vec<MxpUrl>),
-    /// A node answered its identity; it is not this node.
-    Peer(MxpUrl, PeerId),
 }
 
 struct NodeAgent;
@@ -593,7 +591,7 @@ async fn mesh_round(
     if peer == me {
         return;
     }
-    let _ = myself.cast(NodeAgentMsg::Peer(node.clone(), peer));
+    debug!(node = %node, peer = %peer.short(), "mesh node reachable");
     let mut unknown = regs.len();
     if !hb.agents.is_empty() {
         let id = client.next_message_id();
@@ -642,11 +640,11 @@ async fn mesh_round(
             Err(e) => debug!(node = %node, "registration failed: {e}"),
         }
     }
-    if regs.is_empty() {
-        // Nothing to register: ask for the node list with an empty discovery.
-        return;
+    // A node without agents registers nothing and so learns no more of the
+    // mesh than its seeds: it has nothing to offer the rest.
+    if !learned.is_empty() {
+        let _ = myself.cast(NodeAgentMsg::Learned(learned));
     }
-    let _ = myself.cast(NodeAgentMsg::Learned(learned));
 }
 
 impl Actor for NodeAgent {
@@ -718,9 +716,6 @@ impl Actor for NodeAgent {
                         st.mesh.insert(u.to_string());
                     }
                 }
-            }
-            NodeAgentMsg::Peer(url, peer) => {
-                debug!(node = %url, peer = %peer.short(), "mesh node reachable");
             }
         }
         Ok(())
