@@ -53,10 +53,7 @@
     clippy::panic
 )]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -64,6 +61,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use mxp_actors::{AgentSpec, NoHooks, Node, NodeSettings, RulePlanner, SupervisionPolicy};
+use mxp_benches::{CallFn, Samples, drive, percentile};
 use mxp_protocol::{AgentId, Call, Flags, Frame, MessageType, TypedPayload};
 use mxp_transport::{
     AgentSender, Bus, Client, Envelope, Limits, Mailbox, MxpUrl, NodeIdentity, Origin, PeerTrust,
@@ -85,8 +83,6 @@ const WINDOW: usize = 1024;
 const BATCH: usize = 256;
 
 /// One round trip of a contender; the same boxing for both.
-type CallFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -112,67 +108,6 @@ fn limits() -> Limits {
         peer_burst: 1e9,
         ..Limits::default()
     }
-}
-
-fn percentile(sorted: &[u64], p: usize) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// Latencies (ns) and wall time gathered over every `iter_custom` call.
-#[derive(Default)]
-struct Samples {
-    latencies: Vec<u64>,
-    calls: u64,
-    wall: Duration,
-}
-
-impl Samples {
-    fn report(&mut self, contender: &str, inflight: usize) -> (f64, f64) {
-        if self.latencies.is_empty() {
-            return (f64::NAN, f64::NAN); // filtered out on the command line
-        }
-        self.latencies.sort_unstable();
-        let p50 = percentile(&self.latencies, 50) as f64 / 1000.0;
-        let p99 = percentile(&self.latencies, 99) as f64 / 1000.0;
-        let rate = self.calls as f64 / self.wall.as_secs_f64();
-        eprintln!(
-            "RESULT node call {contender} inflight={inflight} p50_us={p50:.1} p99_us={p99:.1} calls_per_s={rate:.0} samples={}",
-            self.latencies.len()
-        );
-        (p50, rate)
-    }
-}
-
-/// Runs `total` calls with `inflight` tasks each calling in a loop; returns
-/// the wall time and every call's latency in ns.
-async fn drive(total: u64, inflight: usize, call: CallFn) -> (Duration, Vec<u64>) {
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks = inflight
-        .min(usize::try_from(total).unwrap_or(usize::MAX))
-        .max(1);
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (next, call) = (next.clone(), call.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let t = Instant::now();
-                    call().await;
-                    lat.push(t.elapsed().as_nanos() as u64);
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    (start.elapsed(), all)
 }
 
 fn spec() -> AgentSpec {
@@ -318,7 +253,7 @@ fn node_call(c: &mut Criterion) {
                     })
                 },
             );
-            results.push(samples.report(name, inflight));
+            results.push(samples.report("node call", name, inflight));
         }
         if let [(node_p50, node_rate), (tr_p50, tr_rate)] = results[..] {
             if node_p50.is_finite() && tr_p50.is_finite() {

@@ -39,11 +39,8 @@
     clippy::panic
 )]
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
@@ -55,6 +52,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mxp_benches::{CallFn, Samples, drive};
 use mxp_protocol::{AgentId, Call, Flags, TypedPayload};
 use mxp_transport::{Bus, Client, Limits, Mailbox, MxpUrl, NodeIdentity, PeerTrust, Server};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -69,8 +67,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const ALPN: &[u8] = b"mxp/1";
 
 /// One round trip of a contender; the same boxing for all three.
-type CallFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -86,67 +82,6 @@ fn body() -> Bytes {
     let body = format!("{prefix}{}{suffix}", "a".repeat(pad));
     assert_eq!(body.len(), BODY_LEN);
     Bytes::from(body)
-}
-
-fn percentile(sorted: &[u64], p: usize) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// Latencies (ns) and wall time gathered over every `iter_custom` call.
-#[derive(Default)]
-struct Samples {
-    latencies: Vec<u64>,
-    calls: u64,
-    wall: Duration,
-}
-
-impl Samples {
-    fn report(&mut self, contender: &str, inflight: usize) -> (f64, f64) {
-        if self.latencies.is_empty() {
-            return (f64::NAN, f64::NAN); // filtered out on the command line
-        }
-        self.latencies.sort_unstable();
-        let p50 = percentile(&self.latencies, 50) as f64 / 1000.0;
-        let p99 = percentile(&self.latencies, 99) as f64 / 1000.0;
-        let rate = self.calls as f64 / self.wall.as_secs_f64();
-        eprintln!(
-            "RESULT quic {contender} inflight={inflight} p50_us={p50:.1} p99_us={p99:.1} calls_per_s={rate:.0} samples={}",
-            self.latencies.len()
-        );
-        (p50, rate)
-    }
-}
-
-/// Runs `total` calls with `inflight` tasks each calling in a loop; returns
-/// the wall time and every call's latency in ns.
-async fn drive(total: u64, inflight: usize, call: CallFn) -> (Duration, Vec<u64>) {
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks = inflight
-        .min(usize::try_from(total).unwrap_or(usize::MAX))
-        .max(1);
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (next, call) = (next.clone(), call.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let t = Instant::now();
-                    call().await;
-                    lat.push(t.elapsed().as_nanos() as u64);
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    (start.elapsed(), all)
 }
 
 // ---- mxp ---------------------------------------------------------------
@@ -519,7 +454,7 @@ fn round_trip(c: &mut Criterion) {
                     })
                 },
             );
-            results.push((name, samples.report(name, inflight)));
+            results.push((name, samples.report("quic", name, inflight)));
             if let (Some(conn), Some(before), true) = (conn, before, samples.calls > 0) {
                 report_wire(name, inflight, samples.calls, &before, &conn.stats());
             }
