@@ -102,17 +102,17 @@ pub const STREAM_MAX_PAYLOAD: u64 = 64 * 1024;
 /// reproduces and fails once one is fixed: then set its flag to `false`, which
 /// turns the tolerated deviation back into an assertion.
 pub mod known_issues {
-    /// Some JSON numbers with a fraction or an exponent do not decode to the
-    /// nearest `f64` (serde_json is built without its `float_roundtrip`
-    /// feature), so decoding a body and encoding it again can change a number
-    /// by one unit in the last place: `{"topic":"t","data":-2.5e-253}` decodes
+    /// Fixed (serde_json is now built with `float_roundtrip`): some JSON
+    /// numbers with a fraction or an exponent did not decode to the nearest
+    /// `f64`, so decoding a body and encoding it again could change a number
+    /// by one unit in the last place: `{"topic":"t","data":-2.5e-253}` decoded
     /// to `-2.5000000000000002e-253`.
     pub const JSON_FLOATS_INEXACT: bool = false;
 
-    /// A JSON array is accepted where docs/PROTOCOL.md requires a JSON object
-    /// (serde reads a struct from a sequence, field by field in order):
-    /// `["fs.read",32]` decodes as an AgentDiscover payload and as a Call
-    /// body.
+    /// Fixed (JSON bodies must start with `{`): a JSON array was accepted
+    /// where docs/PROTOCOL.md requires a JSON object (serde reads a struct
+    /// from a sequence, field by field in order): `["fs.read",32]` decoded as
+    /// an AgentDiscover payload and as a Call body.
     pub const JSON_ARRAYS_ACCEPTED: bool = false;
 }
 
