@@ -61,7 +61,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use mxp_actors::{AgentSpec, NoHooks, Node, NodeSettings, RulePlanner, SupervisionPolicy};
-use mxp_benches::{CallFn, Samples, drive, percentile};
+use mxp_benches::{CallFn, Samples, call_body, drive, percentile, runtime};
 use mxp_protocol::{AgentId, Call, Flags, Frame, MessageType, TypedPayload};
 use mxp_transport::{
     AgentSender, Bus, Client, Envelope, Limits, Mailbox, MxpUrl, NodeIdentity, Origin, PeerTrust,
@@ -71,7 +71,6 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
-const BODY_LEN: usize = 256;
 const INFLIGHT: [usize; 3] = [1, 16, 256];
 const TIMEOUT: Duration = Duration::from_secs(10);
 const AGENT: AgentId = AgentId::from_bytes([1; 16]);
@@ -81,24 +80,6 @@ const FRAMES: u64 = 10_000;
 const WINDOW: usize = 1024;
 /// Envelopes the bus-alone consumers take per `recv_many`.
 const BATCH: usize = 256;
-
-/// One round trip of a contender; the same boxing for both.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// `{"method":"echo","params":"aaa…"}`, exactly 256 bytes.
-fn body() -> Bytes {
-    let (prefix, suffix) = (r#"{"method":"echo","params":""#, r#""}"#);
-    let pad = BODY_LEN - prefix.len() - suffix.len();
-    let body = format!("{prefix}{}{suffix}", "a".repeat(pad));
-    assert_eq!(body.len(), BODY_LEN);
-    Bytes::from(body)
-}
 
 /// The per-peer rate limit (50 000/s, burst 100 000 by default) would answer
 /// part of this load with `rate_limited`: lift it, as `quic.rs` does.
@@ -211,7 +192,7 @@ fn transport_setup(rt: &Runtime) -> (Server, MxpUrl) {
 
 fn node_call(c: &mut Criterion) {
     let rt = runtime();
-    let body = body();
+    let body = call_body();
     let node = rt.block_on(start_node(SupervisionPolicy::default()));
     let node_url = node.url().clone().with_agent(AGENT);
     let (server, transport_url) = transport_setup(&rt);
@@ -364,7 +345,7 @@ fn call_frame() -> Frame {
     Call {
         target: AGENT,
         timeout_secs: 10,
-        body: body(),
+        body: call_body(),
     }
     .to_frame(1, 1, Flags::EMPTY)
     .unwrap()

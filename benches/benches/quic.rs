@@ -52,7 +52,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mxp_benches::{CallFn, Samples, drive};
+use mxp_benches::{BODY_LEN, CallFn, Samples, call_body, drive, runtime};
 use mxp_protocol::{AgentId, Call, Flags, TypedPayload};
 use mxp_transport::{Bus, Client, Limits, Mailbox, MxpUrl, NodeIdentity, PeerTrust, Server};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -61,28 +61,9 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::runtime::Runtime;
 
-const BODY_LEN: usize = 256;
 const INFLIGHT: [usize; 3] = [1, 16, 256];
 const TIMEOUT: Duration = Duration::from_secs(10);
 const ALPN: &[u8] = b"mxp/1";
-
-/// One round trip of a contender; the same boxing for all three.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// `{"method":"echo","params":"aaa…"}`, exactly 256 bytes.
-fn body() -> Bytes {
-    let (prefix, suffix) = (r#"{"method":"echo","params":""#, r#""}"#);
-    let pad = BODY_LEN - prefix.len() - suffix.len();
-    let body = format!("{prefix}{}{suffix}", "a".repeat(pad));
-    assert_eq!(body.len(), BODY_LEN);
-    Bytes::from(body)
-}
 
 // ---- mxp ---------------------------------------------------------------
 
@@ -395,7 +376,7 @@ fn report_wire(
 
 fn round_trip(c: &mut Criterion) {
     let rt = runtime();
-    let body = body();
+    let body = call_body();
     let mxp = mxp_setup(&rt);
     let bare = quinn_setup(&rt, None);
     let http = http_setup(&rt);

@@ -9,6 +9,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use tokio::runtime::Runtime;
+
+/// Bytes of the JSON body every Call benchmark sends.
+pub const BODY_LEN: usize = 256;
+
+/// The runtime every side-by-side contender runs on: tokio, multi-thread,
+/// 2 workers (the machine's cores), so pairs compare like with like.
+///
+/// # Panics
+/// If the runtime cannot be built.
+#[allow(clippy::expect_used)]
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// `{"method":"echo","params":"aaa…"}`, exactly [`BODY_LEN`] bytes.
+pub fn call_body() -> Bytes {
+    let (prefix, suffix) = (r#"{"method":"echo","params":""#, r#""}"#);
+    let pad = BODY_LEN - prefix.len() - suffix.len();
+    let body = format!("{prefix}{}{suffix}", "a".repeat(pad));
+    debug_assert_eq!(body.len(), BODY_LEN);
+    Bytes::from(body)
+}
+
 /// One call of a contender: a closure making a fresh future per call.
 pub type CallFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
