@@ -49,6 +49,7 @@ mod error;
 mod frame;
 mod header;
 pub mod payload;
+pub mod principal;
 mod types;
 
 #[cfg(feature = "codec")]
@@ -62,6 +63,7 @@ pub use payload::{
     ResponseBody, StreamChunk, StreamClose, StreamCloseBody, StreamId, StreamOpen, StreamType,
     TypedPayload,
 };
+pub use principal::{Fingerprint, IdentityParseError, PrincipalId, PrincipalKind, SessionId};
 pub use types::{Flags, MessageType, ParseNameError};
 
 /// The magic number, `0x4D585031`; on the wire little-endian: `31 50 58 4D`.
