@@ -25,7 +25,7 @@ fn kind_for(i: u64) -> EventKind {
         },
         1 => EventKind::TokenMint,
         2 => EventKind::TokenVerification {
-            accepted: i % 2 == 0,
+            accepted: i.is_multiple_of(2),
         },
         3 => EventKind::ToolExecution {
             outcome: ToolOutcome::Landed,
@@ -49,7 +49,7 @@ fn kind_for(i: u64) -> EventKind {
 fn event(i: u64) -> AuditEvent {
     let data = EventData::from_value(&json!({"tool": "echo", "n": i, "note": "x\"y"})).unwrap();
     let mut e = AuditEvent::new(1_700_000_000_000 + i, kind_for(i), data).with_trace(i * 7 + 1);
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         e = e.with_session(format!("s-{i}").parse().unwrap());
     }
     if i % 4 == 1 {

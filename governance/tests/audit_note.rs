@@ -183,7 +183,7 @@ fn malformed_notes_are_refused() {
         (String::new(), "empty"),
         ("text\n".into(), "no signatures"),
         (format!("text\n{sig}"), "no blank line"),
-        (format!("text\n\n"), "empty signature block"),
+        ("text\n\n".to_owned(), "empty signature block"),
         (format!("text\n\n{}", sig.trim_end()), "no final newline"),
         (format!("text\r\n\n{sig}"), "carriage return"),
         (format!("te\txt\n\n{sig}"), "tab"),
@@ -215,11 +215,11 @@ fn malformed_notes_are_refused() {
             "non-canonical base64",
         ),
         (
-            format!("text\n\n\u{2014} k AAAAAA==\n"),
+            "text\n\n\u{2014} k AAAAAA==\n".to_owned(),
             "signature of only a key id",
         ),
         (
-            format!("text\n\n\u{2014} k AAA=\n"),
+            "text\n\n\u{2014} k AAA=\n".to_owned(),
             "shorter than a key id",
         ),
         (format!("text\n\n{sig}\n"), "blank line after signatures"),
