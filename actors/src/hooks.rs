@@ -21,7 +21,9 @@ pub struct AgentContext {
 pub enum MessageOutcome {
     /// Let the planner handle the Call.
     Plan,
-    /// Answer the Call with this result without planning.
+    /// Answer the Call with this result without planning. The answer is an
+    /// effect like any other: it passes the gate (as the read-only intent
+    /// `hook.reply`), and a denied one is answered `denied`.
     Reply(Value),
 }
 

@@ -1,37 +1,55 @@
 //! The actors of an MXP node, built with ractor around pure cores.
 //!
 //! ```text
-//! NodeSupervisor
-//!  ├─ Transport (QUIC server; the bus)
-//!  ├─ Registry (agents here and on the mesh)
+//! NodeSupervisor                      (node::supervisor)
+//!  ├─ Transport (QUIC server; the bus; owned, not restartable)
+//!  ├─ NodeAgent (registry, control, mesh, forwarding: node::agent)
 //!  ├─ (policy, broker, skill runner, audit, replay: governance issues)
-//!  └─ Agent <id>: AgentSupervisor
-//!      ├─ Kernel  (lifecycle, hooks)
-//!      └─ Planner (rule-based by default)
+//!  └─ Agent <id>: AgentSupervisor     (agent::supervisor)
+//!      ├─ Kernel   (lifecycle, sessions, hooks: agent::kernel)
+//!      └─ Executor (plan runs, concurrently: agent::executor)
 //! ```
 //!
+//! Every effect of a Call passes one decision point, the [`Gate`]: plan
+//! steps, hook replies, node control and forwards are all [`Intent`]s, and
+//! what acts requires the gate's [`Allowed`].
+//!
 //! The decisions are pure and tested without actors: the lifecycle
-//! ([`LifecycleState::apply`]), planning ([`RulePlanner`]), the built-in tools
-//! ([`tools::run_plan`]). Actors are thin shells that hold state, receive
-//! frames in batches and restart on failure.
+//! ([`LifecycleState::apply`]), plan runs ([`PlanRun`]), rule planning
+//! ([`RulePlanner`]), sessions ([`SessionTable`]), the gate's default policy
+//! ([`DefaultPolicy`]), control parsing ([`node::control`]) and the
+//! forwarding decision ([`node::forward`]). Actors are thin shells that
+//! hold state, receive frames in batches and restart on failure.
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod error;
+pub mod gate;
 mod hooks;
 mod lifecycle;
-mod node;
+pub mod node;
+pub mod plan_run;
 mod planner;
 pub mod registry;
+pub mod services;
+pub mod session;
 mod slot;
-pub mod tools;
+pub mod tool;
 
 pub use agent::{
     AgentArgs, AgentMsg, AgentSpec, AgentStatus, AgentSupervisor, AgentSupervisorState,
     SupervisionPolicy,
 };
+pub use error::{CallFailure, SettingsError};
+pub use gate::{Allowed, Decision, DefaultPolicy, Denial, Gate, Intent, Policy};
 pub use hooks::{AgentContext, AgentHooks, MessageOutcome, NoHooks};
 pub use lifecycle::{InvalidTransition, LifecycleState, Transition};
 pub use node::{Node, NodeError, NodeSettings, NodeStatus};
+pub use plan_run::PlanRun;
 pub use planner::{
-    BUILTIN_TOOLS, Plan, PlanError, PlanStep, Planner, Rule, RuleError, RulePlanner, default_rules,
+    Plan, PlanError, PlanStep, Planner, PlannerStep, Rule, RuleError, RulePlanner, StepResult,
+    default_rules,
 };
+pub use services::Services;
+pub use session::SessionTable;
+pub use tool::{ArgSchema, EffectClass, Tool, ToolContext, ToolError, ToolRegistry};

@@ -1,20 +1,19 @@
 //! Planning: turning a Call into ordered plan steps, each a tool intent.
 //!
-//! The default [`RulePlanner`] is deterministic: rules from configuration
-//! match a method (and optionally parameter values) and produce steps whose
-//! arguments are templates over the Call's parameters. A model-backed planner
-//! plugs in through the [`Planner`] trait.
+//! A [`Planner`] is asked, given the Call and the results of the steps run
+//! so far, for the next steps or to finish; it is async, so a model-backed
+//! planner fits. The default [`RulePlanner`] is deterministic: rules from
+//! configuration match a method (and optionally parameter values) and
+//! produce steps whose arguments are templates over the Call's parameters;
+//! once they have run, it finishes.
 //!
-//! Until governance lands, plan steps may only name the built-in,
-//! side-effect-free tools ([`BUILTIN_TOOLS`]): `echo` and `status`.
+//! Steps name tools of the agent's [`crate::ToolRegistry`].
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use mxp_protocol::CallBody;
-
-/// Tools a plan step may name today. Both are side-effect-free.
-pub const BUILTIN_TOOLS: &[&str] = &["echo", "status"];
 
 /// One step of a plan: a tool and its arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,17 +47,47 @@ pub enum PlanError {
     Failed(String),
 }
 
-/// Turns a Call into a plan. Implementations must be deterministic for the
-/// rule-based default; a model-backed planner may not be.
+/// A step that ran, and what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// The step.
+    pub step: PlanStep,
+    /// Its output.
+    pub output: Value,
+}
+
+/// What a planner says next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlannerStep {
+    /// Run these steps, in order, then ask again.
+    Steps(Vec<PlanStep>),
+    /// The run is over. `Some(v)`: answer with `v`; `None`: answer with the
+    /// steps' outputs (the last one's alone when there was one step,
+    /// `{"result": last, "steps": [...]}` for several, `null` for none).
+    Finish(Option<Value>),
+}
+
+/// Plans a Call step by step: given the Call and the results so far, the
+/// next steps or the end. The rule-based default is deterministic; a
+/// model-backed planner may not be. Called from a plan run's task: it may
+/// wait (a model's answer) without holding up other Calls.
 pub trait Planner: Send + Sync + 'static {
     /// A short name for logs and status, e.g. `rules`.
     fn name(&self) -> &str;
 
-    /// The plan for `call`.
+    /// The next steps for `call`, given the steps that ran (`done`).
     ///
     /// # Errors
     /// [`PlanError`] if no plan can be made.
-    fn plan(&self, call: &CallBody) -> Result<Plan, PlanError>;
+    ///
+    /// # Cancel safety
+    /// The future may be dropped when the caller gives up; a planner must
+    /// not leave shared state half-changed at an await point.
+    fn next<'a>(
+        &'a self,
+        call: &'a CallBody,
+        done: &'a [StepResult],
+    ) -> BoxFuture<'a, Result<PlannerStep, PlanError>>;
 }
 
 /// A rule: when a Call's method (and optionally some parameters) match,
@@ -103,7 +132,7 @@ pub struct RuleError {
 /// The deterministic rule-based planner.
 ///
 /// ```
-/// use mxp_actors::{RulePlanner, Planner};
+/// use mxp_actors::RulePlanner;
 /// use mxp_protocol::CallBody;
 /// let p = RulePlanner::default_rules();
 /// let plan = p.plan(&CallBody::new("echo", serde_json::json!({"x": 1})))?;
@@ -191,7 +220,26 @@ impl Planner for RulePlanner {
         "rules"
     }
 
-    fn plan(&self, call: &CallBody) -> Result<Plan, PlanError> {
+    fn next<'a>(
+        &'a self,
+        call: &'a CallBody,
+        done: &'a [StepResult],
+    ) -> BoxFuture<'a, Result<PlannerStep, PlanError>> {
+        let step = if done.is_empty() {
+            self.plan(call).map(|p| PlannerStep::Steps(p.steps))
+        } else {
+            Ok(PlannerStep::Finish(None))
+        };
+        Box::pin(std::future::ready(step))
+    }
+}
+
+impl RulePlanner {
+    /// The whole plan for `call`: the first matching rule's steps.
+    ///
+    /// # Errors
+    /// [`PlanError::NoRule`] when no rule matches.
+    pub fn plan(&self, call: &CallBody) -> Result<Plan, PlanError> {
         let rule = self
             .rules
             .iter()
@@ -245,6 +293,8 @@ mod tests {
         }
         toml::from_str::<W>(toml_rules).unwrap().rules
     }
+
+    const BUILTIN_TOOLS: &[&str] = &["echo", "status"];
 
     #[test]
     fn rules_match_method_and_params_in_order() {

@@ -64,9 +64,12 @@ pub enum RegistryError {
         /// Its owner's fingerprint.
         owner: PeerId,
     },
-    /// The id belongs to an agent running on this node.
-    #[error("agent {0} runs on this node; a peer cannot register it")]
+    /// The id belongs to an agent of this node (running, or retired).
+    #[error("agent {0} belongs to this node; a peer cannot register it")]
     Local(AgentId),
+    /// The nil id addresses a node's own agent.
+    #[error("the nil agent id addresses a node itself and cannot be registered")]
+    Reserved,
     /// The registration names no address to reach the agent at.
     #[error("agent {0} has no reachable endpoint (0.0.0.0:0); advertise the node's address")]
     NoEndpoint(AgentId),
@@ -78,6 +81,8 @@ pub struct RegistryTable {
     agents: HashMap<AgentId, AgentRecord>,
     /// Mesh nodes: URL by peer identity.
     nodes: HashMap<PeerId, MxpUrl>,
+    /// Ids of agents this node hosted and retired: never claimable by a peer.
+    retired: std::collections::HashSet<AgentId>,
 }
 
 impl RegistryTable {
@@ -110,7 +115,9 @@ impl RegistryTable {
         );
     }
 
-    /// Removes an agent of this node.
+    /// Removes an agent of this node. Its id stays this node's: no peer can
+    /// register it afterwards (a retired agent's callers must not reach an
+    /// impostor).
     pub fn remove_local(&mut self, agent_id: &AgentId) {
         if self
             .agents
@@ -118,7 +125,13 @@ impl RegistryTable {
             .is_some_and(|r| r.owner == Owner::Local)
         {
             self.agents.remove(agent_id);
+            self.retired.insert(*agent_id);
         }
+    }
+
+    /// The record of `agent`, online or not.
+    pub fn get(&self, agent: &AgentId) -> Option<&AgentRecord> {
+        self.agents.get(agent)
     }
 
     /// Records a registration from peer `from`. The node URL is the
@@ -134,8 +147,14 @@ impl RegistryTable {
         ttl: Duration,
         now: Instant,
     ) -> Result<(), RegistryError> {
+        if reg.agent_id == mxp_transport::NODE_AGENT {
+            return Err(RegistryError::Reserved);
+        }
         if reg.endpoint.port() == 0 || reg.endpoint.ip().is_unspecified() {
             return Err(RegistryError::NoEndpoint(reg.agent_id));
+        }
+        if self.retired.contains(&reg.agent_id) {
+            return Err(RegistryError::Local(reg.agent_id));
         }
         match self.agents.get(&reg.agent_id).map(|r| r.owner) {
             Some(Owner::Local) => return Err(RegistryError::Local(reg.agent_id)),
@@ -298,6 +317,25 @@ mod tests {
             t.register_remote(&no_ep, peer(2), ttl, now),
             Err(RegistryError::NoEndpoint(_))
         ));
+    }
+
+    #[test]
+    fn a_retired_local_id_and_the_nil_id_cannot_be_claimed() {
+        let now = Instant::now();
+        let mut t = RegistryTable::new();
+        let ttl = Duration::from_secs(10);
+        let url: MxpUrl = "mxp://127.0.0.1:9000".parse().unwrap();
+        t.upsert_local(AgentId::from_bytes([5; 16]), "local", &[], &url, now);
+        t.remove_local(&AgentId::from_bytes([5; 16]));
+        assert!(t.get(&AgentId::from_bytes([5; 16])).is_none());
+        assert_eq!(
+            t.register_remote(&reg(5, &[]), peer(2), ttl, now),
+            Err(RegistryError::Local(AgentId::from_bytes([5; 16])))
+        );
+        assert_eq!(
+            t.register_remote(&reg(0, &[]), peer(2), ttl, now),
+            Err(RegistryError::Reserved)
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use mxp_protocol::ErrorCode;
-use mxp_transport::{Envelope, Mailbox, Reply};
+use mxp_transport::{Envelope, Mailbox};
+
+use crate::error::CallFailure;
 use ractor::{ActorRef, Message, MessagingErr};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -44,12 +45,6 @@ impl<M: Message> Slot<M> {
             }),
         }
     }
-}
-
-/// Answers `reply` with an Error and counts the outcome.
-pub(crate) fn refuse(reply: Reply, code: ErrorCode, message: impl Into<String>) {
-    metrics::counter!("mxp_calls_total", "outcome" => code.name()).increment(1);
-    let _ = reply.error(code, message);
 }
 
 /// Envelopes moved as one actor message, with the in-flight permits they hold.
@@ -100,8 +95,8 @@ pub(crate) async fn bridge<M: Message>(
             None => None,
         };
         if let Err(Some(back)) = slot.cast(wrap(Batch { envelopes, permits })) {
-            for reply in unwrap(back).into_iter().filter_map(|e| e.reply) {
-                refuse(reply, ErrorCode::AGENT_UNAVAILABLE, "restarting; try again");
+            for reply in unwrap(back).into_iter().filter_map(|mut e| e.take_reply()) {
+                CallFailure::Restarting("the agent").answer(reply);
             }
         }
     }

@@ -6,13 +6,14 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use mxp_actors::*;
 use mxp_protocol::{AgentId, Call, CallBody, ErrorCode, Flags, TypedPayload};
-use mxp_transport::{Bus, CallError};
+use mxp_transport::{Bus, CallError, PeerId, Principal};
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
 
@@ -46,16 +47,50 @@ impl Planner for TestPlanner {
     fn name(&self) -> &str {
         "test"
     }
-    fn plan(&self, call: &CallBody) -> Result<Plan, PlanError> {
-        match call.method.as_str() {
-            "planner-boom" => panic!("injected planner panic"),
-            "slow" => {
-                std::thread::sleep(Duration::from_millis(call.params.as_u64().unwrap_or(0)));
-                self.0.plan(&CallBody::new("echo", json!("slow done")))
+    fn next<'a>(
+        &'a self,
+        call: &'a CallBody,
+        done: &'a [StepResult],
+    ) -> BoxFuture<'a, Result<PlannerStep, PlanError>> {
+        Box::pin(async move {
+            match call.method.as_str() {
+                "planner-boom" => panic!("injected planner panic"),
+                "slow" if done.is_empty() => {
+                    // Simulated work: this run is busy, others go on.
+                    tokio::time::sleep(Duration::from_millis(call.params.as_u64().unwrap_or(0)))
+                        .await;
+                    self.0
+                        .next(&CallBody::new("echo", json!("slow done")), done)
+                        .await
+                }
+                _ => self.0.next(call, done).await,
             }
-            _ => self.0.plan(call),
-        }
+        })
     }
+}
+
+/// The node's own principal, for in-process Calls.
+fn me() -> Principal {
+    static ME: OnceLock<Principal> = OnceLock::new();
+    *ME.get_or_init(|| {
+        Bus::new(1)
+            .take_authority(PeerId::from_spki(b"test caller"), [])
+            .unwrap()
+            .node()
+    })
+}
+
+/// The services of a node owning `bus`, deciding with `gate`.
+fn services(bus: &Bus, gate: Gate) -> Arc<Services> {
+    let authority = bus
+        .take_authority(PeerId::from_spki(b"test node"), [])
+        .unwrap();
+    Arc::new(Services::new(
+        Arc::new(authority),
+        gate,
+        1024,
+        Duration::from_secs(600),
+    ))
 }
 
 const ID: AgentId = AgentId::from_bytes([7; 16]);
@@ -68,6 +103,7 @@ async fn start(policy: SupervisionPolicy) -> (Bus, ActorRef<AgentMsg>, Arc<TestH
         name: "test".into(),
         capabilities: vec!["echo".into()],
         planner: Arc::new(TestPlanner(RulePlanner::default_rules())),
+        tools: Arc::new(ToolRegistry::builtin()),
         hooks: hooks.clone(),
     };
     let (sup, _) = Actor::spawn(
@@ -77,6 +113,7 @@ async fn start(policy: SupervisionPolicy) -> (Bus, ActorRef<AgentMsg>, Arc<TestH
             spec,
             bus: bus.clone(),
             policy,
+            services: services(&bus, Gate::default()),
         },
     )
     .await
@@ -89,7 +126,7 @@ async fn call(bus: &Bus, method: &str, params: Value) -> Result<Value, CallError
     let frame = call
         .to_frame(bus.next_message_id(), 1, Flags::EMPTY)
         .unwrap();
-    let r = bus.call(frame, Duration::from_secs(10)).await?;
+    let r = bus.call(frame, &me(), Duration::from_secs(10)).await?;
     Ok(r.parse_body().unwrap().result)
 }
 
@@ -101,7 +138,7 @@ fn code(r: Result<Value, CallError>) -> ErrorCode {
     }
 }
 
-async fn control(sup: &ActorRef<AgentMsg>, t: Transition) -> Result<LifecycleState, String> {
+async fn control(sup: &ActorRef<AgentMsg>, t: Transition) -> Result<LifecycleState, CallFailure> {
     sup.call(|p| AgentMsg::Control(t, p), None)
         .await
         .unwrap()
@@ -150,11 +187,13 @@ async fn suspended_agents_refuse_calls_as_retriable_and_resume() {
         }
         other => panic!("{other:?}"),
     }
+    let refused = control(&sup, Transition::Suspend).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::INVALID_TRANSITION);
     assert!(
-        control(&sup, Transition::Suspend)
-            .await
-            .unwrap_err()
-            .contains("cannot suspend an agent that is suspended")
+        refused
+            .to_string()
+            .contains("cannot suspend an agent that is suspended"),
+        "{refused}"
     );
     assert_eq!(
         control(&sup, Transition::Resume).await,
@@ -289,6 +328,7 @@ async fn a_saturated_agent_answers_overloaded_instead_of_queueing() {
         name: "busy".into(),
         capabilities: vec![],
         planner: Arc::new(TestPlanner(RulePlanner::default_rules())),
+        tools: Arc::new(ToolRegistry::builtin()),
         hooks: Arc::new(NoHooks),
     };
     let policy = SupervisionPolicy {
@@ -303,6 +343,7 @@ async fn a_saturated_agent_answers_overloaded_instead_of_queueing() {
             spec,
             bus: bus.clone(),
             policy,
+            services: services(&bus, Gate::default()),
         },
     )
     .await

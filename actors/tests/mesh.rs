@@ -24,11 +24,20 @@ fn spec(n: u8, capability: &str) -> AgentSpec {
         name: format!("agent-{n}"),
         capabilities: vec![capability.to_owned(), "shared".to_owned()],
         planner: Arc::new(RulePlanner::default_rules()),
+        tools: Arc::new(ToolRegistry::builtin()),
         hooks: Arc::new(NoHooks),
     }
 }
 
 async fn node(agents: Vec<AgentSpec>, seeds: Vec<MxpUrl>) -> Node {
+    node_with_operators(agents, seeds, vec![]).await
+}
+
+async fn node_with_operators(
+    agents: Vec<AgentSpec>,
+    seeds: Vec<MxpUrl>,
+    operators: Vec<mxp_transport::PeerId>,
+) -> Node {
     Node::start(NodeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
@@ -38,9 +47,12 @@ async fn node(agents: Vec<AgentSpec>, seeds: Vec<MxpUrl>) -> Node {
         seeds,
         heartbeat_interval: Duration::from_millis(100),
         agent_ttl: Duration::from_millis(600),
-        operators: vec![],
+        operators,
         agents,
         supervision: SupervisionPolicy::default(),
+        gate: Gate::default(),
+        max_sessions: 1024,
+        session_ttl: Duration::from_secs(600),
     })
     .await
     .unwrap()
@@ -157,7 +169,9 @@ async fn three_nodes_discover_and_call_across_the_mesh() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::UNKNOWN_AGENT);
+    // Known to the mesh, but offline: retriable, not "unknown".
+    assert_eq!(err.code(), ErrorCode::AGENT_UNAVAILABLE, "{err}");
+    assert!(err.to_string().contains("offline"), "{err}");
     let r = client
         .call(
             &a.url().clone().with_agent(AgentId::from_bytes([2; 16])),
@@ -174,14 +188,10 @@ async fn three_nodes_discover_and_call_across_the_mesh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_methods_suspend_resume_retire_and_list() {
-    let a = node(vec![spec(1, "alpha")], vec![]).await;
+    let operator = NodeIdentity::generate().unwrap();
+    let a = node_with_operators(vec![spec(1, "alpha")], vec![], vec![operator.peer_id()]).await;
     let id = AgentId::from_bytes([1; 16]).to_string();
-    let client = Client::new(
-        &NodeIdentity::generate().unwrap(),
-        PeerTrust::AnyIdentified,
-        Limits::default(),
-    )
-    .unwrap();
+    let client = Client::new(&operator, PeerTrust::AnyIdentified, Limits::default()).unwrap();
     let node_url = a.url().clone().with_agent(NODE_AGENT);
     let agent_url = a.url().clone().with_agent(AgentId::from_bytes([1; 16]));
     let ctl = async |method: &str, params: Value| {
@@ -273,6 +283,9 @@ async fn operators_only_when_configured() {
         operators: vec![operator.peer_id()],
         agents: vec![spec(1, "alpha")],
         supervision: SupervisionPolicy::default(),
+        gate: Gate::default(),
+        max_sessions: 1024,
+        session_ttl: Duration::from_secs(600),
     })
     .await
     .unwrap();

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mxp_protocol::{AgentId, Frame, FrameHeader, MessageType};
-use mxp_transport::{Bus, Envelope, Origin};
+use mxp_transport::{Bus, Envelope, PeerId, Principal};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
@@ -63,11 +63,18 @@ fn frame(payload: usize) -> Frame {
 }
 
 fn envelope(frame: &Frame) -> Envelope {
-    Envelope {
-        frame: frame.clone(),
-        origin: Origin::Local,
-        reply: None,
-    }
+    Envelope::new(frame.clone(), me(), None)
+}
+
+/// A principal for in-process senders: the node's own, from a bus's authority.
+fn me() -> Principal {
+    static ME: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| {
+        Bus::new(1)
+            .take_authority(PeerId::from_spki(b"bench node"), [])
+            .unwrap()
+            .node()
+    });
+    *ME
 }
 
 fn label(len: usize) -> String {

@@ -64,14 +64,22 @@ use mxp_actors::{AgentSpec, NoHooks, Node, NodeSettings, RulePlanner, Supervisio
 use mxp_benches::{CallFn, Samples, call_body, drive, percentile, runtime};
 use mxp_protocol::{AgentId, Call, Flags, Frame, MessageType, TypedPayload};
 use mxp_transport::{
-    AgentSender, Bus, Client, Envelope, Limits, Mailbox, MxpUrl, NodeIdentity, Origin, PeerTrust,
-    Server,
+    AgentSender, Bus, Client, Envelope, Limits, Mailbox, MxpUrl, NodeIdentity, PeerId, PeerTrust,
+    Principal, Server,
 };
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
 const INFLIGHT: [usize; 3] = [1, 16, 256];
+
+/// A principal for in-process senders: the node's own, from a bus's authority.
+fn me() -> Principal {
+    Bus::new(1)
+        .take_authority(PeerId::from_spki(b"bench node"), [])
+        .unwrap()
+        .node()
+}
 const TIMEOUT: Duration = Duration::from_secs(10);
 const AGENT: AgentId = AgentId::from_bytes([1; 16]);
 /// Call frames per criterion iteration in `node_frames`.
@@ -97,6 +105,7 @@ fn spec() -> AgentSpec {
         name: "bench".into(),
         capabilities: vec!["echo".into()],
         planner: Arc::new(RulePlanner::default_rules()),
+        tools: Arc::new(mxp_actors::ToolRegistry::builtin()),
         hooks: Arc::new(NoHooks),
     }
 }
@@ -115,6 +124,12 @@ async fn start_node(supervision: SupervisionPolicy) -> Node {
         operators: vec![],
         agents: vec![spec()],
         supervision,
+        ..NodeSettings::new(
+            "127.0.0.1:0".parse().unwrap(),
+            NodeIdentity::generate().unwrap(),
+            PeerTrust::AnyIdentified,
+            vec![],
+        )
     })
     .await
     .unwrap()
@@ -149,9 +164,11 @@ fn call_fn(client: &Arc<Client>, url: &MxpUrl, body: &Bytes) -> CallFn {
 async fn echo_agent(mut mailbox: Mailbox) {
     let mut buf = Vec::with_capacity(256);
     while mailbox.recv_many(&mut buf, 256).await > 0 {
-        for env in buf.drain(..) {
-            let Some(reply) = env.reply else { continue };
-            let call = Call::from_frame(&env.frame).unwrap();
+        for mut env in buf.drain(..) {
+            let Some(reply) = env.take_reply() else {
+                continue;
+            };
+            let call = Call::from_frame(env.frame()).unwrap();
             let params = call.parse_body().unwrap().params;
             let _ = reply.ok(params);
         }
@@ -162,8 +179,8 @@ async fn echo_agent(mut mailbox: Mailbox) {
 async fn null_agent(mut mailbox: Mailbox) {
     let mut buf = Vec::with_capacity(BATCH);
     while mailbox.recv_many(&mut buf, BATCH).await > 0 {
-        for env in buf.drain(..) {
-            if let Some(reply) = env.reply {
+        for mut env in buf.drain(..) {
+            if let Some(reply) = env.take_reply() {
                 let _ = reply.ok(Value::Null);
             }
         }
@@ -272,15 +289,12 @@ async fn pump(bus: Bus, sender: AgentSender, frame: Frame, n: u64) -> Duration {
         }
         got
     });
+    let me = me();
     let producer = tokio::spawn(async move {
         for i in 0..n {
             let (reply, answer) = bus.reply_port(i + 1, i + 1);
             sender
-                .send(Envelope {
-                    frame: frame.clone(),
-                    origin: Origin::Local,
-                    reply: Some(reply),
-                })
+                .send(Envelope::new(frame.clone(), me, Some(reply)))
                 .await
                 .unwrap();
             tx.send(answer).await.unwrap();
@@ -416,17 +430,14 @@ fn node_frames(c: &mut Criterion) {
 
 /// `iters` Calls one after the other from one task; every round trip in ns.
 async fn round_trips(bus: Bus, sender: AgentSender, frame: Frame, iters: u64) -> Vec<u64> {
+    let me = me();
     tokio::spawn(async move {
         let mut lat = Vec::with_capacity(usize::try_from(iters).unwrap_or(0));
         for i in 0..iters {
             let t = Instant::now();
             let (reply, answer) = bus.reply_port(i + 1, i + 1);
             sender
-                .send(Envelope {
-                    frame: frame.clone(),
-                    origin: Origin::Local,
-                    reply: Some(reply),
-                })
+                .send(Envelope::new(frame.clone(), me, Some(reply)))
                 .await
                 .unwrap();
             let f = answer.await.expect("the agent dropped a call");

@@ -71,9 +71,11 @@ const ALPN: &[u8] = b"mxp/1";
 async fn echo_agent(mut mailbox: Mailbox) {
     let mut buf = Vec::with_capacity(256);
     while mailbox.recv_many(&mut buf, 256).await > 0 {
-        for env in buf.drain(..) {
-            let Some(reply) = env.reply else { continue };
-            let call = Call::from_frame(&env.frame).unwrap();
+        for mut env in buf.drain(..) {
+            let Some(reply) = env.take_reply() else {
+                continue;
+            };
+            let call = Call::from_frame(env.frame()).unwrap();
             let params = call.parse_body().unwrap().params;
             let _ = reply.ok(params);
         }

@@ -122,12 +122,12 @@ async fn echo_agent(mut mailbox: Mailbox) {
     let started = Instant::now();
     let mut calls: u64 = 0;
     while let Some(envelope) = mailbox.recv().await {
-        match envelope.frame.message_type() {
+        match envelope.frame().message_type() {
             MessageType::Call => {
                 calls += 1;
                 answer(envelope, started, calls);
             }
-            MessageType::Event => match EventBody::from_frame(&envelope.frame) {
+            MessageType::Event => match EventBody::from_frame(envelope.frame()) {
                 Ok(event) => println!("event {}: {}", event.topic, event.data),
                 Err(e) => println!("unreadable event: {e}"),
             },
@@ -138,8 +138,9 @@ async fn echo_agent(mut mailbox: Mailbox) {
 
 /// Answers one Call: echo, status, or an Error.
 fn answer(envelope: Envelope, started: Instant, calls: u64) {
-    let Some(reply) = envelope.reply else { return };
-    let body = match Call::from_frame(&envelope.frame).and_then(|call| call.parse_body()) {
+    let (frame, _sender, reply) = envelope.into_parts();
+    let Some(reply) = reply else { return };
+    let body = match Call::from_frame(&frame).and_then(|call| call.parse_body()) {
         Ok(body) => body,
         Err(e) => return send_error(reply, ErrorCode::INVALID_PAYLOAD, e.to_string()),
     };

@@ -189,3 +189,47 @@ impl FrameHeader {
         self
     }
 }
+
+/// The fields of a 32-byte header read as they are, without validating them:
+/// for answering or logging a frame that failed validation (which message
+/// id to name, how long it says it is). Use [`crate::Frame`] for anything
+/// that has to be trusted.
+///
+/// ```
+/// use mxp_protocol::{FrameHeader, HeaderPeek, MessageType};
+/// let frame = FrameHeader::new(MessageType::Call).with_message_id(7).with_trace_id(9).encode(b"")?;
+/// let peek = HeaderPeek::read(frame.as_bytes()).unwrap();
+/// assert_eq!((peek.message_id, peek.trace_id, peek.payload_len), (7, 9, 0));
+/// assert!(HeaderPeek::read(&[0; 31]).is_none());
+/// # Ok::<(), mxp_protocol::EncodeError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderPeek {
+    /// The magic field (valid frames: [`MAGIC`]).
+    pub magic: u32,
+    /// The message type byte.
+    pub message_type: u8,
+    /// The flags byte.
+    pub flags: u8,
+    /// The message id.
+    pub message_id: u64,
+    /// The trace id.
+    pub trace_id: u64,
+    /// The declared payload length.
+    pub payload_len: u64,
+}
+
+impl HeaderPeek {
+    /// The header at the start of `buf`; `None` if `buf` is shorter than 32 bytes.
+    #[inline]
+    pub fn read(buf: &[u8]) -> Option<HeaderPeek> {
+        RawHeader::view(buf).map(|raw| HeaderPeek {
+            magic: u32::from_le_bytes(raw.magic),
+            message_type: raw.message_type,
+            flags: raw.flags,
+            message_id: u64::from_le_bytes(raw.message_id),
+            trace_id: u64::from_le_bytes(raw.trace_id),
+            payload_len: raw.declared_len(),
+        })
+    }
+}

@@ -56,7 +56,7 @@ mod types;
 pub use codec::{CodecError, MxpCodec};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{Frame, peek_frame_len};
-pub use header::FrameHeader;
+pub use header::{FrameHeader, HeaderPeek};
 pub use payload::{
     Ack, AgentId, AgentInfo, AgentRegister, Call, CallBody, CloseStatus, DiscoverRequest,
     DiscoverResult, ErrorBody, ErrorCode, ErrorPayload, EventBody, Heartbeat, Response,

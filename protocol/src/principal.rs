@@ -56,10 +56,14 @@ impl fmt::Debug for Fingerprint {
 #[non_exhaustive]
 pub enum IdentityParseError {
     /// A fingerprint is not 64 hex digits.
-    #[error("a fingerprint is 64 hex digits (the SHA-256 of the certificate's public key), got {0:?}")]
+    #[error(
+        "a fingerprint is 64 hex digits (the SHA-256 of the certificate's public key), got {0:?}"
+    )]
     Fingerprint(String),
     /// A principal's text does not start with a known kind.
-    #[error("a principal is peer:<fingerprint>, operator:<fingerprint>, node:<fingerprint> or agent:<uuid>@<fingerprint>, got {0:?}")]
+    #[error(
+        "a principal is peer:<fingerprint>, operator:<fingerprint>, node:<fingerprint> or agent:<uuid>@<fingerprint>, got {0:?}"
+    )]
     Principal(String),
     /// A session id has the wrong length or characters.
     #[error("a session id is 1 to {max} characters of A-Z a-z 0-9 . _ : -, got {got:?}", max = SessionId::MAX_LEN)]
@@ -277,8 +281,7 @@ impl FromStr for SessionId {
     fn from_str(s: &str) -> Result<SessionId, IdentityParseError> {
         let ok = !s.is_empty()
             && s.len() <= SessionId::MAX_LEN
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
         if ok {
             Ok(SessionId(s.to_owned()))

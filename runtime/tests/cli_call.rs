@@ -14,8 +14,9 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use mxp_protocol::PrincipalId;
 use mxp_protocol::{AgentId, Call, CallBody, EventBody, MessageType, TypedPayload};
-use mxp_transport::{Bus, Limits, Mailbox, NodeIdentity, Origin, PeerId, PeerTrust, Server};
+use mxp_transport::{Bus, Limits, Mailbox, NodeIdentity, PeerId, PeerTrust, Server};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -31,8 +32,14 @@ const MISSING: AgentId = AgentId::from_bytes([0x77; 16]);
 /// What an agent of the test node received.
 #[derive(Debug)]
 enum Seen {
-    Call { origin: Origin, body: CallBody },
-    Event { origin: Origin, body: EventBody },
+    Call {
+        origin: PrincipalId,
+        body: CallBody,
+    },
+    Event {
+        origin: PrincipalId,
+        body: EventBody,
+    },
 }
 
 /// A node on 127.0.0.1 with the agents `ECHO` and `SILENT`.
@@ -89,22 +96,22 @@ impl Node {
 /// Answers every Call with its params and reports Calls and Events.
 fn spawn_echo(mut mailbox: Mailbox, seen: mpsc::UnboundedSender<Seen>) {
     tokio::spawn(async move {
-        while let Some(env) = mailbox.recv().await {
-            match env.frame.message_type() {
+        while let Some(mut env) = mailbox.recv().await {
+            match env.frame().message_type() {
                 MessageType::Call => {
-                    let body = Call::from_frame(&env.frame).unwrap().parse_body().unwrap();
-                    if let Some(reply) = env.reply {
+                    let body = Call::from_frame(env.frame()).unwrap().parse_body().unwrap();
+                    if let Some(reply) = env.take_reply() {
                         reply.ok(body.params.clone()).unwrap();
                     }
                     let _ = seen.send(Seen::Call {
-                        origin: env.origin,
+                        origin: *env.principal().id(),
                         body,
                     });
                 }
                 MessageType::Event => {
-                    let body = EventBody::from_frame(&env.frame).unwrap();
+                    let body = EventBody::from_frame(env.frame()).unwrap();
                     let _ = seen.send(Seen::Event {
-                        origin: env.origin,
+                        origin: *env.principal().id(),
                         body,
                     });
                 }
@@ -118,13 +125,13 @@ fn spawn_echo(mut mailbox: Mailbox, seen: mpsc::UnboundedSender<Seen>) {
 fn spawn_silent(mut mailbox: Mailbox, seen: mpsc::UnboundedSender<Seen>) {
     tokio::spawn(async move {
         let mut held = Vec::new();
-        while let Some(env) = mailbox.recv().await {
-            let body = Call::from_frame(&env.frame).unwrap().parse_body().unwrap();
+        while let Some(mut env) = mailbox.recv().await {
+            let body = Call::from_frame(env.frame()).unwrap().parse_body().unwrap();
             let _ = seen.send(Seen::Call {
-                origin: env.origin,
+                origin: *env.principal().id(),
                 body,
             });
-            held.push(env.reply);
+            held.push(env.take_reply());
         }
     });
 }
@@ -226,7 +233,7 @@ async fn call_prints_the_result_using_the_cli_identity_created_on_first_use() {
 
     // `mxp identity` prints the key the node saw, and the same one every time.
     let fingerprint = cli_fingerprint(config.path()).await;
-    assert_eq!(origin, Origin::Peer(fingerprint));
+    assert_eq!(origin, PrincipalId::Peer(fingerprint.fingerprint()));
     assert_eq!(cli_fingerprint(config.path()).await, fingerprint);
     let run = mxp(config.path(), &["identity"]).await;
     assert!(
@@ -241,7 +248,7 @@ async fn call_prints_the_result_using_the_cli_identity_created_on_first_use() {
     let Seen::Call { origin, .. } = node.next_seen().await else {
         panic!("not a call")
     };
-    assert_eq!(origin, Origin::Peer(fingerprint));
+    assert_eq!(origin, PrincipalId::Peer(fingerprint.fingerprint()));
 
     // --identity-dir overrides the default folder.
     let other = config.path().join("elsewhere");
@@ -261,7 +268,7 @@ async fn call_prints_the_result_using_the_cli_identity_created_on_first_use() {
         panic!("not a call")
     };
     let other_id = NodeIdentity::load_or_create(&other).unwrap().peer_id();
-    assert_eq!(origin, Origin::Peer(other_id));
+    assert_eq!(origin, PrincipalId::Peer(other_id.fingerprint()));
     assert_ne!(other_id, fingerprint);
     node.stop().await;
 }
@@ -499,6 +506,9 @@ async fn event_reaches_the_agents_mailbox() {
     assert_eq!(body.target, Some(ECHO));
     assert_eq!(body.topic, "greeting.sent");
     assert_eq!(body.data, json!({"hello": "world"}));
-    assert_eq!(origin, Origin::Peer(cli_fingerprint(config.path()).await));
+    assert_eq!(
+        origin,
+        PrincipalId::Peer(cli_fingerprint(config.path()).await.fingerprint())
+    );
     node.stop().await;
 }

@@ -38,12 +38,13 @@ fn spec(id: AgentId, name: &str, capabilities: &[&str]) -> AgentSpec {
         name: name.to_owned(),
         capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
         planner: Arc::new(RulePlanner::default_rules()),
+        tools: Arc::new(mxp_actors::ToolRegistry::builtin()),
         hooks: Arc::new(NoHooks),
     }
 }
 
-/// A node on 127.0.0.1 hosting `agents`; `operators` empty: anyone may
-/// suspend, resume and retire.
+/// A node on 127.0.0.1 hosting `agents`; `operators` empty: nobody may
+/// suspend, resume or retire.
 async fn start(agents: Vec<AgentSpec>, operators: Vec<PeerId>) -> Node {
     Node::start(NodeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -57,6 +58,9 @@ async fn start(agents: Vec<AgentSpec>, operators: Vec<PeerId>) -> Node {
         operators,
         agents,
         supervision: SupervisionPolicy::default(),
+        gate: mxp_actors::Gate::default(),
+        max_sessions: 1024,
+        session_ttl: Duration::from_secs(600),
     })
     .await
     .unwrap()
@@ -136,9 +140,9 @@ async fn cli_fingerprint(config: &Path) -> PeerId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_lists_and_agent_moves_an_agent_through_its_lifecycle() {
-    let node = start(echo_node(), vec![]).await;
     let config = tempfile::tempdir().unwrap();
     let config = config.path();
+    let node = start(echo_node(), vec![cli_fingerprint(config).await]).await;
     let (nurl, aurl) = (node_url(&node), agent_url(&node, ECHO));
 
     // The table: header, then the hosted agent with its lifecycle state.
@@ -354,6 +358,28 @@ async fn only_operators_may_change_agents() {
     let config = tempfile::tempdir().unwrap();
     let config = config.path();
     let stranger = NodeIdentity::generate().unwrap().peer_id();
+
+    // No operators (the embedded default): nobody may retire, suspend or
+    // resume; the denial says how to become an operator, and the agent
+    // keeps answering.
+    let node = start(echo_node(), vec![]).await;
+    let aurl = agent_url(&node, ECHO);
+    for verb in ["retire", "suspend", "resume"] {
+        let run = mxp(config, &["agent", verb, &aurl]).await;
+        assert_eq!(run.code, 3, "{verb}: {run:?}");
+        assert!(run.stderr.starts_with("mxp: denied"), "{verb}: {run:?}");
+        assert!(
+            run.stderr.contains("no operators are configured"),
+            "{run:?}"
+        );
+        assert!(run.stderr.contains("node.operators"), "{run:?}");
+    }
+    let out = mxp_ok(config, &["call", &aurl, HELLO]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"hello": "world"})
+    );
+    node.shutdown(Duration::from_secs(1)).await;
 
     // Operators set to another identity: refused, the agent stays active.
     let node = start(echo_node(), vec![stranger]).await;

@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use mxp_protocol::{AgentId, ErrorCode, ErrorPayload, Flags, Frame, Response, TypedPayload};
+use mxp_protocol::{
+    AgentId, ErrorCode, ErrorPayload, Flags, Frame, Response, SessionId, TypedPayload,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{CallError, PeerId, TransportError};
+use crate::{CallError, NodeAuthority, PeerId, Principal, TransportError};
 
 /// The agent id that addresses a node itself (the nil UUID): control Calls
 /// (`node.status`, `agents.list`, `agent.suspend`, ...) and the mesh frames
@@ -21,25 +23,47 @@ use crate::{CallError, PeerId, TransportError};
 /// registers this id, as do Calls for agents that are not on this node.
 pub const NODE_AGENT: AgentId = AgentId::from_bytes([0; 16]);
 
-/// Where a frame came from. Never read from a payload: the QUIC server sets
-/// `Peer` from the TLS identity of the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// A component of this node.
-    Local,
-    /// A remote peer, identified by its certificate.
-    Peer(PeerId),
-}
-
-/// A frame on its way to an agent.
+/// A frame on its way to an agent, with who sent it.
+///
+/// The sender is a [`Principal`]: a value only the TLS handshake path and
+/// the node's [`NodeAuthority`] construct, so no in-process code can claim
+/// another identity by building an envelope.
 #[derive(Debug)]
 pub struct Envelope {
+    frame: Frame,
+    principal: Principal,
+    reply: Option<Reply>,
+}
+
+impl Envelope {
+    /// An envelope for `frame` from `principal`, answered on `reply` for a Call.
+    pub fn new(frame: Frame, principal: Principal, reply: Option<Reply>) -> Envelope {
+        Envelope {
+            frame,
+            principal,
+            reply,
+        }
+    }
+
     /// The frame, validated where its bytes entered the process.
-    pub frame: Frame,
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
     /// Who sent it.
-    pub origin: Origin,
-    /// Where the answer goes, for a Call.
-    pub reply: Option<Reply>,
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Takes the reply port (a Call has one; other frames none).
+    pub fn take_reply(&mut self) -> Option<Reply> {
+        self.reply.take()
+    }
+
+    /// Frame, sender and reply port.
+    pub fn into_parts(self) -> (Frame, Principal, Option<Reply>) {
+        (self.frame, self.principal, self.reply)
+    }
 }
 
 /// The port a Call's answer is sent on.
@@ -89,7 +113,20 @@ impl Reply {
     /// [`TransportError::Encode`] if the result cannot be encoded; the caller then
     /// gets an `internal` Error.
     pub fn ok(self, result: serde_json::Value) -> Result<(), TransportError> {
-        let frame = Response::json(self.call_id, result)
+        self.ok_in_session(result, None)
+    }
+
+    /// Answers with a Response whose body is `{"result": result, "session": session}`.
+    ///
+    /// # Errors
+    /// As [`Reply::ok`].
+    pub fn ok_in_session(
+        self,
+        result: serde_json::Value,
+        session: Option<SessionId>,
+    ) -> Result<(), TransportError> {
+        let body = mxp_protocol::ResponseBody { result, session };
+        let frame = Response::with_body(self.call_id, &body)
             .and_then(|r| r.to_frame(self.next_id(), self.trace_id, Flags::FINAL));
         match frame {
             Ok(f) => {
@@ -181,6 +218,8 @@ struct BusInner {
     agents: RwLock<HashMap<AgentId, (u64, mpsc::Sender<Envelope>)>>,
     capacity: usize,
     ids: Arc<AtomicU64>,
+    /// Whether the node authority was handed out.
+    authority_taken: std::sync::atomic::AtomicBool,
 }
 
 /// The in-process bus. Cloning gives another handle to the same bus.
@@ -198,14 +237,16 @@ struct BusInner {
 /// let agent = AgentId::from_bytes([1; 16]);
 /// let mut mailbox = bus.register(agent)?;
 /// tokio::spawn(async move {
-///     while let Some(env) = mailbox.recv().await {
-///         if let Some(reply) = env.reply {
+///     while let Some(mut env) = mailbox.recv().await {
+///         if let Some(reply) = env.take_reply() {
 ///             reply.ok(serde_json::json!("pong")).ok();
 ///         }
 ///     }
 /// });
 /// let call = Call::json(agent, 5, &CallBody::new("ping", serde_json::Value::Null))?;
-/// let response = bus.call(call.to_frame(bus.next_message_id(), 1, Flags::EMPTY)?, Duration::from_secs(5)).await?;
+/// // The node takes the bus's authority once, to name itself and its agents.
+/// let me = bus.take_authority(mxp_transport::PeerId::from_spki(b"node"), [])?.node();
+/// let response = bus.call(call.to_frame(bus.next_message_id(), 1, Flags::EMPTY)?, &me, Duration::from_secs(5)).await?;
 /// assert_eq!(response.parse_body()?.result, "pong");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
@@ -262,8 +303,26 @@ impl Bus {
                 agents: RwLock::new(HashMap::new()),
                 capacity: mailbox_capacity.max(1),
                 ids: Arc::new(AtomicU64::new(1)),
+                authority_taken: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Hands out the power to name the node `node`, its agents and its
+    /// `operators` as principals ([`NodeAuthority`]). Only once per bus: the
+    /// node that owns the bus takes it at start, so no other component can.
+    ///
+    /// # Errors
+    /// [`TransportError::AuthorityTaken`] on any later call.
+    pub fn take_authority(
+        &self,
+        node: PeerId,
+        operators: impl IntoIterator<Item = PeerId>,
+    ) -> Result<NodeAuthority, TransportError> {
+        if self.inner.authority_taken.swap(true, Ordering::AcqRel) {
+            return Err(TransportError::AuthorityTaken);
+        }
+        Ok(NodeAuthority::new(node, operators))
     }
 
     /// Registers `agent` and returns its mailbox.
@@ -359,23 +418,29 @@ impl Bus {
         )
     }
 
-    /// Sends a Call frame to the agent it targets (see [`Bus::route`]) and
-    /// waits for the answer.
+    /// Sends a Call frame from `from` to the agent it targets (see
+    /// [`Bus::route`]) and waits for the answer.
     ///
     /// # Errors
     /// [`CallError`]: unknown agent, overloaded mailbox, timeout, or the
     /// agent's Error frame.
-    pub async fn call(&self, frame: Frame, timeout: Duration) -> Result<Response, CallError> {
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the Call: the agent's [`Reply`] reports
+    /// the caller gone ([`Reply::closed`]).
+    pub async fn call(
+        &self,
+        frame: Frame,
+        from: &Principal,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
         let call_id = frame.message_id();
         let trace_id = frame.trace_id();
         let target = mxp_protocol::Call::peek_target(frame.payload_slice())
             .map_err(|e| CallError::Transport(e.into()))?;
         let (reply, rx) = self.reply_port(call_id, trace_id);
-        self.route(target)?.try_send(Envelope {
-            frame,
-            origin: Origin::Local,
-            reply: Some(reply),
-        })?;
+        self.route(target)?
+            .try_send(Envelope::new(frame, *from, Some(reply)))?;
         let answer = match tokio::time::timeout(timeout, rx).await {
             Err(_) => return Err(CallError::Timeout(timeout)),
             Ok(Err(_)) => {
@@ -400,6 +465,21 @@ mod tests {
         AgentId::from_bytes([n; 16])
     }
 
+    /// The node's own principal, from the bus's authority.
+    fn me(bus: &Bus) -> Principal {
+        ME.with(|m| {
+            *m.get_or_init(|| {
+                bus.take_authority(PeerId::from_spki(b"test node"), [])
+                    .unwrap()
+                    .node()
+            })
+        })
+    }
+
+    thread_local! {
+        static ME: std::cell::OnceCell<Principal> = const { std::cell::OnceCell::new() };
+    }
+
     #[tokio::test]
     async fn frames_move_without_copy() {
         let bus = Bus::new(4);
@@ -410,16 +490,12 @@ mod tests {
         let ptr = frame.as_bytes().as_ptr();
         bus.sender(agent(1))
             .unwrap()
-            .send(Envelope {
-                frame,
-                origin: Origin::Local,
-                reply: None,
-            })
+            .send(Envelope::new(frame, me(&bus), None))
             .await
             .unwrap();
         let got = mb.recv().await.unwrap();
         assert_eq!(
-            got.frame.as_bytes().as_ptr(),
+            got.frame().as_bytes().as_ptr(),
             ptr,
             "same buffer, not a copy"
         );
@@ -461,18 +537,10 @@ mod tests {
         let _mb = bus.register(agent(1)).unwrap();
         let s = bus.sender(agent(1)).unwrap();
         let f = FrameHeader::new(MessageType::Event).encode(b"{}").unwrap();
-        s.try_send(Envelope {
-            frame: f.clone(),
-            origin: Origin::Local,
-            reply: None,
-        })
-        .unwrap();
+        s.try_send(Envelope::new(f.clone(), me(&bus), None))
+            .unwrap();
         assert!(matches!(
-            s.try_send(Envelope {
-                frame: f,
-                origin: Origin::Local,
-                reply: None
-            }),
+            s.try_send(Envelope::new(f, me(&bus), None)),
             Err(TransportError::Overloaded(_))
         ));
     }
@@ -486,9 +554,10 @@ mod tests {
         let frame = call
             .to_frame(bus.next_message_id(), 9, Flags::EMPTY)
             .unwrap();
-        let (res, env) = tokio::join!(bus.call(frame, Duration::from_millis(50)), mb.recv());
+        let me = me(&bus);
+        let (res, env) = tokio::join!(bus.call(frame, &me, Duration::from_millis(50)), mb.recv());
         assert!(matches!(res, Err(CallError::Timeout(_))));
-        let mut reply = env.unwrap().reply.unwrap();
+        let mut reply = env.unwrap().take_reply().unwrap();
         // The caller is gone: `closed` resolves at once.
         tokio::time::timeout(Duration::from_secs(5), reply.closed())
             .await
@@ -503,6 +572,7 @@ mod tests {
         let err = bus
             .call(
                 call.to_frame(1, 1, Flags::EMPTY).unwrap(),
+                &me(&bus),
                 Duration::from_secs(1),
             )
             .await

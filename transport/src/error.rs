@@ -41,6 +41,11 @@ pub enum TransportError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The bus's node authority was taken already (once per bus, by the node).
+    #[error(
+        "this bus's node authority was already taken: only the node that owns a bus names principals"
+    )]
+    AuthorityTaken,
     /// An agent id is registered on the bus already.
     #[error("agent {0} is already registered on this node")]
     AlreadyRegistered(mxp_protocol::AgentId),

@@ -20,6 +20,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use mxp_protocol::Fingerprint;
+
 use crate::TransportError;
 
 /// A peer's identity: SHA-256 of its certificate's SubjectPublicKeyInfo.
@@ -56,6 +58,17 @@ impl PeerId {
     /// The first 8 hex digits, for logs.
     pub fn short(&self) -> String {
         hex::encode(self.0.get(..4).unwrap_or_default())
+    }
+
+    /// The same 32 bytes as the protocol's [`Fingerprint`].
+    pub const fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(self.0)
+    }
+}
+
+impl From<Fingerprint> for PeerId {
+    fn from(f: Fingerprint) -> PeerId {
+        PeerId(f.0)
     }
 }
 

@@ -17,6 +17,7 @@ mod client;
 mod error;
 mod identity;
 mod limits;
+mod principal;
 mod server;
 mod stats;
 mod url;
@@ -25,12 +26,13 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bus::{AgentSender, Bus, Envelope, Mailbox, NODE_AGENT, Origin, Reply};
+pub use bus::{AgentSender, Bus, Envelope, Mailbox, NODE_AGENT, Reply};
 pub use call::interpret_answer;
 pub use client::{Client, StreamSender};
 pub use error::{CallError, TransportError};
 pub use identity::{ALPN, NodeIdentity, PeerId, PeerTrust, default_client_identity_dir};
 pub use limits::{Limits, TokenBucket};
+pub use principal::{NodeAuthority, Principal};
 pub use server::{Server, codes};
 pub use stats::StatsSnapshot;
 pub use url::{DEFAULT_PORT, MxpUrl};
@@ -43,12 +45,19 @@ use mxp_protocol::{Call, CallBody, Flags, Response, TypedPayload};
 pub struct Transport {
     bus: Bus,
     client: Arc<Client>,
+    principal: Principal,
 }
 
 impl Transport {
-    /// A transport over `bus` that reaches other nodes with `client`.
-    pub fn new(bus: Bus, client: Arc<Client>) -> Transport {
-        Transport { bus, client }
+    /// A transport over `bus` that reaches other nodes with `client`, calling
+    /// as `principal` (on this node's bus; over QUIC the peer sees the
+    /// client's certificate).
+    pub fn new(bus: Bus, client: Arc<Client>, principal: Principal) -> Transport {
+        Transport {
+            bus,
+            client,
+            principal,
+        }
     }
 
     /// The in-process bus.
@@ -67,6 +76,9 @@ impl Transport {
     ///
     /// # Errors
     /// [`CallError`] as [`Bus::call`] or [`Client::call`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the Call; the agent sees its caller gone.
     pub async fn call(
         &self,
         url: &MxpUrl,
@@ -83,7 +95,7 @@ impl Transport {
                 let frame = call
                     .to_frame(id, id, Flags::EMPTY)
                     .map_err(TransportError::from)?;
-                self.bus.call(frame, timeout).await
+                self.bus.call(frame, &self.principal, timeout).await
             }
             _ => self.client.call(url, body, timeout).await,
         }

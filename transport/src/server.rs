@@ -23,8 +23,9 @@ use mxp_protocol::{
 use quinn::VarInt;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::bus::{Envelope, Origin};
+use crate::bus::Envelope;
 use crate::identity::{peer_of, server_tls};
+use crate::principal::Principal;
 use crate::stats::{Gauge, Stats, StatsSnapshot};
 use crate::wire::{ReadError, consume_fin, read_frame, write_frame};
 use crate::{Bus, Limits, NodeIdentity, PeerId, PeerTrust, TokenBucket, TransportError};
@@ -438,11 +439,7 @@ async fn serve_request(
 ) {
     let (id, trace) = (frame.message_id(), frame.trace_id());
     let timeout_secs = if frame.message_type() == MessageType::Call {
-        frame
-            .payload_slice()
-            .get(16..20)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
+        Call::peek_timeout(frame.payload_slice()).unwrap_or(0)
     } else {
         0
     };
@@ -460,11 +457,7 @@ async fn serve_request(
         }
     };
     let (port, answer) = ctx.bus.reply_port(id, trace);
-    let env = Envelope {
-        frame,
-        origin: Origin::Peer(peer),
-        reply: Some(port),
-    };
+    let env = Envelope::new(frame, Principal::peer(peer), Some(port));
     if let Err(e) = sender.try_send(env) {
         let code = match e {
             TransportError::Overloaded(_) => ErrorCode::OVERLOADED,
@@ -519,13 +512,9 @@ async fn serve_stream(
         );
         return reply(&mut send, ctx, f).await;
     };
-    let origin = Origin::Peer(peer);
+    let principal = Principal::peer(peer);
     if sender
-        .send(Envelope {
-            frame: open_frame,
-            origin,
-            reply: None,
-        })
+        .send(Envelope::new(open_frame, principal, None))
         .await
         .is_err()
     {
@@ -609,11 +598,7 @@ async fn serve_stream(
         // Waiting here when the mailbox is full is the backpressure: the
         // server stops reading, and QUIC flow control stops the sender.
         if sender
-            .send(Envelope {
-                frame,
-                origin,
-                reply: None,
-            })
+            .send(Envelope::new(frame, principal, None))
             .await
             .is_err()
         {
@@ -690,13 +675,11 @@ fn deliver_event(
         debug!(topic = %body.topic, "event names no target agent; dropped");
         return;
     };
-    match ctx.bus.sender(target).and_then(|s| {
-        s.try_send(Envelope {
-            frame,
-            origin: Origin::Peer(peer),
-            reply: None,
-        })
-    }) {
+    match ctx
+        .bus
+        .sender(target)
+        .and_then(|s| s.try_send(Envelope::new(frame, Principal::peer(peer), None)))
+    {
         Ok(()) => {}
         Err(e) => debug!(topic = %body.topic, "event not delivered: {e}"),
     }

@@ -2,7 +2,7 @@
 //! allocation, write one frame without copying it.
 
 use bytes::BytesMut;
-use mxp_protocol::{DecodeError, FRAME_OVERHEAD, Frame, HEADER_LEN, peek_frame_len};
+use mxp_protocol::{DecodeError, FRAME_OVERHEAD, Frame, HEADER_LEN, HeaderPeek, peek_frame_len};
 
 /// Why no frame could be read.
 #[derive(Debug)]
@@ -44,10 +44,7 @@ pub(crate) async fn read_frame(
             Err(e) => return Err(ReadError::Stream(e.to_string())),
         }
     }
-    let message_id = header
-        .get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes);
+    let message_id = HeaderPeek::read(&header).map_or(0, |h| h.message_id);
     let frame_len = peek_frame_len(&header, max_payload)
         .map_err(|err| ReadError::Decode { err, message_id })?;
     let mut buf = BytesMut::with_capacity(frame_len.min(64 * 1024));

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mxp_protocol::PrincipalId;
 use mxp_protocol::{
     AgentId, Call, CallBody, CloseStatus, ErrorCode, ErrorPayload, EventBody, Flags, MessageType,
     StreamChunk, StreamCloseBody, StreamId, StreamOpen, StreamType, TypedPayload,
 };
-use mxp_transport::{Bus, CallError, Limits, Mailbox, NodeIdentity, Origin, PeerTrust};
+use mxp_transport::{Bus, CallError, Limits, Mailbox, NodeIdentity, PeerTrust};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -145,11 +146,11 @@ fn spawn_cancel_aware(
     gave_up: mpsc::UnboundedSender<u64>,
 ) {
     tokio::spawn(async move {
-        while let Some(env) = mailbox.recv().await {
+        while let Some(mut env) = mailbox.recv().await {
             let (started, gave_up) = (started.clone(), gave_up.clone());
             tokio::spawn(async move {
-                let mut reply = env.reply.unwrap();
-                let body = Call::from_frame(&env.frame).unwrap().parse_body().unwrap();
+                let mut reply = env.take_reply().unwrap();
+                let body = Call::from_frame(env.frame()).unwrap().parse_body().unwrap();
                 if body.method != "sleep" {
                     let _ = reply.ok(body.params);
                     return;
@@ -312,14 +313,17 @@ async fn event_reaches_its_target_agent_attributed_to_the_peer() {
         .event(&common::url(server.local_addr().unwrap(), agent), &event)
         .await
         .unwrap();
-    let env = tokio::time::timeout(WAIT, mailbox.recv())
+    let mut env = tokio::time::timeout(WAIT, mailbox.recv())
         .await
         .expect("the event never arrived")
         .unwrap();
-    assert_eq!(env.frame.message_type(), MessageType::Event);
-    assert_eq!(env.origin, Origin::Peer(identity.peer_id()));
-    assert!(env.reply.is_none());
-    assert_eq!(EventBody::from_frame(&env.frame).unwrap(), event);
+    assert_eq!(env.frame().message_type(), MessageType::Event);
+    assert_eq!(
+        *env.principal().id(),
+        PrincipalId::Peer(identity.peer_id().fingerprint())
+    );
+    assert!(env.take_reply().is_none());
+    assert_eq!(EventBody::from_frame(env.frame()).unwrap(), event);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,8 +379,11 @@ async fn mxp_stream_arrives_in_order_through_a_small_mailbox() {
             .await
             .unwrap_or_else(|_| panic!("stalled after {} frames", frames.len()))
             .unwrap();
-        assert_eq!(env.origin, Origin::Peer(identity.peer_id()));
-        frames.push(env.frame);
+        assert_eq!(
+            *env.principal().id(),
+            PrincipalId::Peer(identity.peer_id().fingerprint())
+        );
+        frames.push(env.into_parts().0);
     }
     assert!(max_depth <= CAPACITY, "mailbox held {max_depth} frames");
 

@@ -12,9 +12,10 @@ mod common;
 
 use std::time::Duration;
 
+use mxp_protocol::PrincipalId;
 use mxp_protocol::{AgentId, Call, CallBody, TypedPayload};
 use mxp_transport::{
-    Bus, CallError, Client, Limits, Mailbox, MxpUrl, NodeIdentity, Origin, PeerTrust, Server,
+    Bus, CallError, Client, Limits, Mailbox, MxpUrl, NodeIdentity, PeerTrust, Server,
     TransportError,
 };
 use serde_json::json;
@@ -24,13 +25,13 @@ const WAIT: Duration = Duration::from_secs(10);
 const AGENT: AgentId = AgentId::from_bytes([7; 16]);
 
 /// Answers every Call with its params and reports who sent it.
-fn spawn_recording(mut mailbox: Mailbox) -> mpsc::UnboundedReceiver<Origin> {
+fn spawn_recording(mut mailbox: Mailbox) -> mpsc::UnboundedReceiver<PrincipalId> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some(env) = mailbox.recv().await {
-            tx.send(env.origin).unwrap();
-            if let Some(reply) = env.reply {
-                let body = Call::from_frame(&env.frame).unwrap().parse_body().unwrap();
+        while let Some(mut env) = mailbox.recv().await {
+            tx.send(*env.principal().id()).unwrap();
+            if let Some(reply) = env.take_reply() {
+                let body = Call::from_frame(env.frame()).unwrap().parse_body().unwrap();
                 let _ = reply.ok(body.params);
             }
         }
@@ -44,7 +45,7 @@ fn recording_node(
     Server,
     NodeIdentity,
     MxpUrl,
-    mpsc::UnboundedReceiver<Origin>,
+    mpsc::UnboundedReceiver<PrincipalId>,
 ) {
     let bus = Bus::new(64);
     let origins = spawn_recording(bus.register(AGENT).unwrap());
@@ -86,7 +87,10 @@ async fn pinned_node_serves_its_pinned_client_and_refuses_others() {
     echo(&good, &url).await.unwrap();
     for _ in 0..2 {
         let origin = tokio::time::timeout(WAIT, origins.recv()).await.unwrap();
-        assert_eq!(origin, Some(Origin::Peer(allowed.peer_id())));
+        assert_eq!(
+            origin,
+            Some(PrincipalId::Peer(allowed.peer_id().fingerprint()))
+        );
     }
     assert!(
         origins.try_recv().is_err(),
@@ -133,11 +137,14 @@ async fn development_mode_attributes_each_call_to_the_callers_certificate() {
         .await
         .unwrap();
     let origin = tokio::time::timeout(WAIT, origins.recv()).await.unwrap();
-    assert_eq!(origin, Some(Origin::Peer(alice.peer_id())));
+    assert_eq!(
+        origin,
+        Some(PrincipalId::Peer(alice.peer_id().fingerprint()))
+    );
 
     echo(&bob_client, &url).await.unwrap();
     let origin = tokio::time::timeout(WAIT, origins.recv()).await.unwrap();
-    assert_eq!(origin, Some(Origin::Peer(bob.peer_id())));
+    assert_eq!(origin, Some(PrincipalId::Peer(bob.peer_id().fingerprint())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AgentId, TypedPayload, check_len, frame_of, from_json, to_json};
 use crate::cursor::Reader;
-use crate::{DecodeError, EncodeError, Flags, Frame, MessageType};
+use crate::{DecodeError, EncodeError, Flags, Frame, MessageType, SessionId};
 
 /// Bytes of the Call prefix: target agent id (16) and timeout (4).
 pub const CALL_PREFIX_LEN: usize = 20;
@@ -76,6 +76,17 @@ impl Call {
         Ok(target)
     }
 
+    /// The timeout (seconds) of a Call payload, read from its prefix without
+    /// decoding the body.
+    ///
+    /// # Errors
+    /// `truncated` if the payload is shorter than the prefix.
+    pub fn peek_timeout(payload: &[u8]) -> Result<u32, DecodeError> {
+        let mut r = Reader::new(payload, "Call");
+        r.array::<16>()?;
+        r.u32_le()
+    }
+
     /// The prefix bytes.
     pub fn prefix(&self) -> [u8; CALL_PREFIX_LEN] {
         let mut p = [0u8; CALL_PREFIX_LEN];
@@ -131,8 +142,12 @@ impl TypedPayload for Call {
 /// The JSON body of a Call.
 ///
 /// ```json
-/// {"method": "echo", "params": {"text": "hi"}}
+/// {"method": "echo", "params": {"text": "hi"}, "session": "s-1"}
 /// ```
+///
+/// `session` is optional: without it the node starts a new session and the
+/// Response names it; with it, the Call joins that session, which must
+/// belong to the same caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallBody {
     /// What the agent should do, 1 to 256 bytes.
@@ -140,15 +155,26 @@ pub struct CallBody {
     /// Arguments, any JSON value; `null` when absent.
     #[serde(default)]
     pub params: serde_json::Value,
+    /// The session this Call belongs to; `None`: start a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionId>,
 }
 
 impl CallBody {
-    /// A body calling `method` with `params`.
+    /// A body calling `method` with `params`, in a new session.
     pub fn new(method: impl Into<String>, params: serde_json::Value) -> CallBody {
         CallBody {
             method: method.into(),
             params,
+            session: None,
         }
+    }
+
+    /// The same body, in `session`.
+    #[must_use]
+    pub fn in_session(mut self, session: SessionId) -> CallBody {
+        self.session = Some(session);
+        self
     }
 }
 
@@ -174,9 +200,23 @@ impl Response {
     /// # Errors
     /// [`EncodeError::Json`] if serialisation fails.
     pub fn json(in_reply_to: u64, result: serde_json::Value) -> Result<Response, EncodeError> {
+        Response::with_body(
+            in_reply_to,
+            &ResponseBody {
+                result,
+                session: None,
+            },
+        )
+    }
+
+    /// A Response with this body (`{"result": …, "session": …}`).
+    ///
+    /// # Errors
+    /// [`EncodeError::Json`] if serialisation fails.
+    pub fn with_body(in_reply_to: u64, body: &ResponseBody) -> Result<Response, EncodeError> {
         Ok(Response {
             in_reply_to,
-            body: Bytes::from(to_json("Response", &ResponseBody { result })?),
+            body: Bytes::from(to_json("Response", body)?),
         })
     }
 
@@ -215,13 +255,17 @@ impl TypedPayload for Response {
 /// The JSON body of a Response.
 ///
 /// ```json
-/// {"result": {"text": "hi"}}
+/// {"result": {"text": "hi"}, "session": "s-0f…"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseBody {
     /// What the Call produced, any JSON value.
     #[serde(default)]
     pub result: serde_json::Value,
+    /// The session the Call ran in (an agent's answers name it; the node
+    /// agent's control answers do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionId>,
 }
 
 /// The numeric code of an Error frame, readable at a fixed offset without
@@ -274,6 +318,9 @@ error_codes! {
     /// The node hosting the agent cannot be reached (connection refused,
     /// handshake failed, connection lost).
     UNREACHABLE = 203, "unreachable", true;
+    /// A lifecycle transition that the agent's current state does not allow
+    /// (e.g. resuming an agent that is not suspended).
+    INVALID_TRANSITION = 204, "invalid_transition", false;
     /// The deadline passed before an answer.
     TIMEOUT = 300, "timeout", true;
     /// The caller gave up; the work was cancelled.

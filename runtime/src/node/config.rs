@@ -46,10 +46,17 @@ pub struct NodeSection {
     pub heartbeat_interval_ms: u64,
     /// Remote agent TTL (ms).
     pub agent_ttl_ms: u64,
-    /// Pinned peers; empty: development mode.
+    /// Peers allowed to connect (pinned fingerprints).
     pub trusted_peers: Vec<PeerId>,
-    /// Operators; empty: any peer.
+    /// Accept any client certificate (identified, not trusted) instead of
+    /// `trusted_peers`.
+    pub accept_any_peer: bool,
+    /// Operators: peers allowed to change the node; empty: nobody.
     pub operators: Vec<PeerId>,
+    /// Live sessions held at most.
+    pub max_sessions: usize,
+    /// An idle session is forgotten after this long (ms).
+    pub session_ttl_ms: u64,
     /// Drain time on shutdown (ms).
     pub shutdown_grace_ms: u64,
 }
@@ -208,7 +215,31 @@ impl Config {
             .map_err(|e| key_err("transport", e))?;
         self.supervision
             .validate()
-            .map_err(|e| key_err("supervision", e))?;
+            .map_err(|e| key_err(e.field, e.reason))?;
+        match (
+            self.node.accept_any_peer,
+            self.node.trusted_peers.is_empty(),
+        ) {
+            (false, true) => {
+                return Err(key_err(
+                    "node.trusted_peers",
+                    "is empty and node.accept_any_peer is false, so no peer could connect: pin peers' fingerprints here, or set node.accept_any_peer = true",
+                ));
+            }
+            (true, false) => {
+                return Err(key_err(
+                    "node.accept_any_peer",
+                    "is true while node.trusted_peers pins peers: choose one (set accept_any_peer = false to pin)",
+                ));
+            }
+            _ => {}
+        }
+        if self.node.max_sessions == 0 {
+            return Err(key_err("node.max_sessions", "must be at least 1"));
+        }
+        if self.node.session_ttl_ms == 0 {
+            return Err(key_err("node.session_ttl_ms", "must be greater than zero"));
+        }
         if self.node.heartbeat_interval_ms == 0 {
             return Err(key_err(
                 "node.heartbeat_interval_ms",
@@ -255,8 +286,11 @@ impl Config {
                 ));
             }
             if let Some(rules) = &a.rules {
-                mxp_actors::RulePlanner::new(rules.clone(), mxp_actors::BUILTIN_TOOLS)
-                    .map_err(|e| key_err(&format!("{key}.rules"), e.to_string()))?;
+                mxp_actors::RulePlanner::new(
+                    rules.clone(),
+                    &mxp_actors::ToolRegistry::builtin().names(),
+                )
+                .map_err(|e| key_err(&format!("{key}.rules"), e.to_string()))?;
             }
             if self.agents.iter().take(i).any(|b| b.name == a.name) {
                 return Err(key_err(

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mxp_actors::{AgentSpec, NoHooks, Node, NodeSettings, RulePlanner};
+use mxp_actors::{AgentSpec, Gate, NoHooks, Node, NodeSettings, RulePlanner, ToolRegistry};
 use mxp_protocol::AgentId;
 use mxp_transport::{NodeIdentity, PeerId, PeerTrust};
 
@@ -80,6 +80,8 @@ pub struct Prepared {
     pub metrics: Option<SocketAddr>,
     /// Drain time on shutdown.
     pub grace: Duration,
+    /// Whether any client certificate is accepted (`node.accept_any_peer`).
+    pub accept_any_peer: bool,
 }
 
 /// Creates the data folder and identity, and turns the configuration into
@@ -97,15 +99,14 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
     let peer = identity.peer_id();
     let mut agents = Vec::new();
     let mut specs = Vec::new();
+    let tools = Arc::new(ToolRegistry::builtin());
     for a in &config.agents {
         let id = a.id.unwrap_or_else(|| derive_agent_id(&peer, &a.name));
         let planner = match &a.rules {
             Some(rules) => {
-                RulePlanner::new(rules.clone(), mxp_actors::BUILTIN_TOOLS).map_err(|e| {
-                    ConfigError::Key {
-                        key: format!("agents.{}.rules", a.name),
-                        reason: e.to_string(),
-                    }
+                RulePlanner::new(rules.clone(), &tools.names()).map_err(|e| ConfigError::Key {
+                    key: format!("agents.{}.rules", a.name),
+                    reason: e.to_string(),
                 })?
             }
             None => RulePlanner::default_rules(),
@@ -116,10 +117,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             name: a.name.clone(),
             capabilities: a.capabilities.clone(),
             planner: Arc::new(planner),
+            tools: tools.clone(),
             hooks: Arc::new(NoHooks),
         });
     }
-    let trust = if config.node.trusted_peers.is_empty() {
+    let trust = if config.node.accept_any_peer {
         PeerTrust::AnyIdentified
     } else {
         PeerTrust::pinned(config.node.trusted_peers.iter().copied())
@@ -151,7 +153,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             operators: config.node.operators.clone(),
             agents: specs,
             supervision: config.supervision.clone(),
+            gate: Gate::default(),
+            max_sessions: config.node.max_sessions,
+            session_ttl: Duration::from_millis(config.node.session_ttl_ms),
         },
+        accept_any_peer: config.node.accept_any_peer,
         agents,
         metrics,
         grace: Duration::from_millis(config.node.shutdown_grace_ms),
@@ -242,6 +248,12 @@ fn describe_metrics() {
 /// # Errors
 /// [`RunError::Node`] if it cannot start (e.g. the port is taken).
 pub async fn start(prepared: Prepared) -> Result<Node, RunError> {
+    if prepared.accept_any_peer {
+        tracing::warn!(
+            listen = %prepared.settings.listen,
+            "node.accept_any_peer = true: any client with a certificate it made itself can connect and call this node's agents (read-only tools only; control needs an operator). Pin peers with node.trusted_peers and set node.accept_any_peer = false before listening beyond loopback"
+        );
+    }
     Ok(Node::start(prepared.settings).await?)
 }
 

@@ -54,9 +54,11 @@ pub fn spawn_echo(mut mailbox: Mailbox) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn answer_echo(env: Envelope) {
-    let Some(reply) = env.reply else { return };
-    let call = <mxp_protocol::Call as mxp_protocol::TypedPayload>::from_frame(&env.frame).unwrap();
+async fn answer_echo(mut env: Envelope) {
+    let Some(reply) = env.take_reply() else {
+        return;
+    };
+    let call = <mxp_protocol::Call as mxp_protocol::TypedPayload>::from_frame(env.frame()).unwrap();
     let body = call.parse_body().unwrap();
     if body.method == "sleep" {
         let ms = body.params.as_u64().unwrap_or(60_000);

@@ -353,10 +353,7 @@ impl HexLine {
             // The header is valid and only the length is short: the line is
             // longer than the frame the header declares.
             Err(DecodeError::Truncated { .. }) | Ok(_) => {
-                let declared = header
-                    .get(24..32)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map_or(0, u64::from_le_bytes);
+                let declared = mxp_protocol::HeaderPeek::read(header).map_or(0, |h| h.payload_len);
                 let frame_len = FRAME_OVERHEAD as u64 + declared;
                 DecodeError::TrailingBytes {
                     frame_len,

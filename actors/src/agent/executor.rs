@@ -1,0 +1,220 @@
+//! The executor: drives an agent's plan runs, each in its own task, up to
+//! `supervision.max_runs` at once (past it a Call is answered `overloaded`).
+//!
+//! A run is the pure [`PlanRun`]: the executor asks the planner for steps,
+//! turns each step into an [`Intent`], passes it through the gate, and runs
+//! the tool only with the gate's [`crate::Allowed`]. A step that waits (a
+//! slow tool, later an approval) holds up only its own run. A panic inside a
+//! run crashes the executor actor, which its supervisor restarts; the other
+//! runs go on.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::FutureExt;
+use mxp_protocol::SessionId;
+use mxp_transport::Principal;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use super::{AgentShared, Job};
+use crate::error::CallFailure;
+use crate::gate::Intent;
+use crate::plan_run::{Next, PlanRun};
+use crate::planner::{PlanError, Planner};
+use crate::services::Services;
+use crate::tool::{ToolContext, ToolError, ToolRegistry};
+
+/// Messages to an executor.
+pub(crate) enum ExecMsg {
+    /// Calls to run.
+    Run(Vec<Job>),
+    /// A run panicked: fail, so the supervisor restarts the executor.
+    Crashed(String),
+}
+
+pub(crate) struct Executor;
+
+/// What every run of one agent shares.
+struct RunEnv {
+    shared: Arc<AgentShared>,
+    planner: Arc<dyn Planner>,
+    tools: Arc<ToolRegistry>,
+    services: Arc<Services>,
+}
+
+pub(crate) struct ExecState {
+    env: Arc<RunEnv>,
+    runs: Arc<Semaphore>,
+    max_runs: usize,
+}
+
+pub(crate) struct ExecArgs {
+    pub(crate) shared: Arc<AgentShared>,
+    pub(crate) planner: Arc<dyn Planner>,
+    pub(crate) tools: Arc<ToolRegistry>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) runs: Arc<Semaphore>,
+    pub(crate) max_runs: usize,
+}
+
+impl Actor for Executor {
+    type Msg = ExecMsg;
+    type State = ExecState;
+    type Arguments = ExecArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ExecMsg>,
+        a: ExecArgs,
+    ) -> Result<ExecState, ActorProcessingErr> {
+        Ok(ExecState {
+            env: Arc::new(RunEnv {
+                shared: a.shared,
+                planner: a.planner,
+                tools: a.tools,
+                services: a.services,
+            }),
+            runs: a.runs,
+            max_runs: a.max_runs,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ExecMsg>,
+        msg: ExecMsg,
+        state: &mut ExecState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ExecMsg::Crashed(why) => Err(why.into()),
+            ExecMsg::Run(jobs) => {
+                for job in jobs {
+                    match state.runs.clone().try_acquire_owned() {
+                        Ok(permit) => spawn_run(state.env.clone(), job, permit, myself.clone()),
+                        Err(_) => CallFailure::Overloaded(format!(
+                            "agent {} is running {} plans, its limit (supervision.max_runs)",
+                            state.env.shared.id, state.max_runs
+                        ))
+                        .answer(job.reply),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn spawn_run(env: Arc<RunEnv>, job: Job, permit: OwnedSemaphorePermit, exec: ActorRef<ExecMsg>) {
+    let span = tracing::debug_span!(
+        "plan_run",
+        agent = %env.shared.id,
+        trace_id = job.reply.trace_id(),
+        message_id = job.reply.call_id(),
+        method = %job.body.method,
+        session = %job.session,
+    );
+    tokio::spawn(
+        async move {
+            let run = std::panic::AssertUnwindSafe(serve(env, job)).catch_unwind();
+            if let Err(panic) = run.await {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a plan run panicked".into());
+                let _ = exec.cast(ExecMsg::Crashed(format!("plan run panicked: {why}")));
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+}
+
+/// Runs one Call to its answer, or until its caller gives up.
+async fn serve(env: Arc<RunEnv>, job: Job) {
+    let Job {
+        body,
+        principal,
+        session,
+        mut reply,
+        started,
+        _in_flight,
+        _permit,
+    } = job;
+    let trace = (reply.trace_id(), reply.call_id());
+    let outcome = tokio::select! {
+        biased;
+        out = drive(&env, PlanRun::new(body), &principal, &session, trace) => Some(out),
+        () = reply.closed() => None,
+    };
+    env.shared.calls.fetch_add(1, Ordering::Relaxed);
+    metrics::histogram!("mxp_call_duration_seconds").record(started.elapsed().as_secs_f64());
+    match outcome {
+        Some(Ok(result)) => {
+            metrics::counter!("mxp_calls_total", "outcome" => "ok").increment(1);
+            let _ = reply.ok_in_session(result, Some(session));
+        }
+        Some(Err(failure)) => failure.answer(reply),
+        None => {
+            metrics::counter!("mxp_calls_total", "outcome" => "cancelled").increment(1);
+        }
+    }
+}
+
+/// Drives `run` to its end: planner, gate, tool, feed back, until done.
+async fn drive(
+    env: &RunEnv,
+    mut run: PlanRun,
+    principal: &Principal,
+    session: &SessionId,
+    (trace_id, message_id): (u64, u64),
+) -> Result<Value, CallFailure> {
+    loop {
+        let step = match run.next() {
+            Next::Done(_) => return Ok(run.into_answer().unwrap_or_default()),
+            Next::NeedPlan { call, done } => {
+                let next = env.planner.next(call, done).await.map_err(|e| match e {
+                    PlanError::NoRule { .. } => CallFailure::Unsupported(e.to_string()),
+                    other => CallFailure::Internal(other.to_string()),
+                })?;
+                run.planned(next)
+                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
+                continue;
+            }
+            Next::Intent(step) => step.clone(),
+        };
+        let tool = env
+            .tools
+            .get(&step.tool)
+            .ok_or_else(|| ToolError::Unknown(step.tool.clone()))?;
+        tool.args()
+            .check(&step.args)
+            .map_err(|reason| ToolError::InvalidArguments {
+                tool: step.tool.clone(),
+                reason,
+            })?;
+        let intent = Intent {
+            principal: *principal,
+            agent: env.shared.id,
+            session: Some(session.clone()),
+            tool: step.tool,
+            effect: tool.effect(),
+            args: step.args,
+            trace_id,
+            message_id,
+        };
+        let allowed = env
+            .services
+            .gate()
+            .check(intent)
+            .map_err(CallFailure::Denied)?;
+        let status = || env.shared.status();
+        let ctx = ToolContext::new(env.shared.id, principal, session, &status);
+        let output = tool.execute(&ctx, allowed).await?;
+        run.complete(output)
+            .map_err(|e| CallFailure::Internal(e.to_string()))?;
+    }
+}

@@ -1,0 +1,296 @@
+//! Tools: what a plan step can do, and the one registry that names them.
+//!
+//! A [`Tool`] declares its name, the shape of its arguments and its
+//! [`EffectClass`], which is what the gate, policy and the kill switch key
+//! on. Its `execute` requires an [`Allowed`]: the gate's proof that this exact
+//! intent was allowed, which only [`crate::Gate`] constructs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use mxp_protocol::{AgentId, SessionId};
+use mxp_transport::Principal;
+use serde_json::Value;
+
+use crate::AgentStatus;
+use crate::gate::Allowed;
+
+/// What running a tool can do to the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum EffectClass {
+    /// Reads only: answers from what the node already holds.
+    ReadOnly,
+    /// Changes state on this node (files under a jail, the agent's memory).
+    LocalWrite,
+    /// Changes something outside the node (HTTP, a shell, another system).
+    ExternalWrite,
+    /// Changes the node's own operation (agent lifecycle, policy, kill switch).
+    Control,
+    /// Sends the Call on to another node of the mesh.
+    Forward,
+}
+
+impl EffectClass {
+    /// The lower-case name: `read_only`, `local_write`, `external_write`,
+    /// `control`, `forward`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EffectClass::ReadOnly => "read_only",
+            EffectClass::LocalWrite => "local_write",
+            EffectClass::ExternalWrite => "external_write",
+            EffectClass::Control => "control",
+            EffectClass::Forward => "forward",
+        }
+    }
+}
+
+impl std::fmt::Display for EffectClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape a tool's arguments must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArgSchema {
+    /// Any JSON value.
+    Any,
+    /// `null` (or absent).
+    None,
+    /// A JSON object.
+    Object,
+}
+
+impl ArgSchema {
+    /// Checks `args` against the schema.
+    ///
+    /// # Errors
+    /// A sentence saying what was expected.
+    pub fn check(self, args: &Value) -> Result<(), &'static str> {
+        match (self, args) {
+            (ArgSchema::Any, _) | (ArgSchema::None, Value::Null) => Ok(()),
+            (ArgSchema::Object, Value::Object(_)) => Ok(()),
+            (ArgSchema::None, _) => Err("takes no arguments"),
+            (ArgSchema::Object, _) => Err("takes a JSON object"),
+        }
+    }
+}
+
+/// Why a tool did not produce an output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// No tool of this name is registered.
+    #[error("tool {0:?} is not available to this agent")]
+    Unknown(String),
+    /// The arguments do not fit the tool's schema.
+    #[error("tool {tool:?} {reason}")]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// The tool ran and failed.
+    #[error("tool {tool:?} failed: {reason}")]
+    Failed {
+        /// The tool.
+        tool: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a tool may read about the Call it serves.
+pub struct ToolContext<'a> {
+    /// The agent whose plan runs the tool.
+    pub agent: AgentId,
+    /// Who asked.
+    pub principal: &'a Principal,
+    /// The session.
+    pub session: &'a SessionId,
+    status: &'a (dyn Fn() -> AgentStatus + Send + Sync),
+}
+
+impl<'a> ToolContext<'a> {
+    /// A context whose agent status is read by `status` when a tool asks.
+    pub fn new(
+        agent: AgentId,
+        principal: &'a Principal,
+        session: &'a SessionId,
+        status: &'a (dyn Fn() -> AgentStatus + Send + Sync),
+    ) -> ToolContext<'a> {
+        ToolContext {
+            agent,
+            principal,
+            session,
+            status,
+        }
+    }
+
+    /// The agent's status now.
+    pub fn status(&self) -> AgentStatus {
+        (self.status)()
+    }
+}
+
+/// A tool a plan step can name.
+pub trait Tool: Send + Sync + 'static {
+    /// Its name, as plan steps and policy name it (e.g. `echo`).
+    fn name(&self) -> &str;
+
+    /// What it does to the world.
+    fn effect(&self) -> EffectClass;
+
+    /// The shape of its arguments.
+    fn args(&self) -> ArgSchema;
+
+    /// Runs the allowed intent. `allowed` carries the exact arguments the
+    /// gate allowed; a tool reads them from there.
+    ///
+    /// # Cancel safety
+    /// The future is dropped when the caller gives up; a tool with an
+    /// external effect must record whether it happened (governance issue).
+    fn execute<'a>(
+        &'a self,
+        ctx: &'a ToolContext<'a>,
+        allowed: Allowed,
+    ) -> BoxFuture<'a, Result<Value, ToolError>>;
+}
+
+/// `echo`: answers with its arguments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Tool for Echo {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn effect(&self) -> EffectClass {
+        EffectClass::ReadOnly
+    }
+    fn args(&self) -> ArgSchema {
+        ArgSchema::Any
+    }
+    fn execute<'a>(
+        &'a self,
+        _: &'a ToolContext<'a>,
+        allowed: Allowed,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        Box::pin(std::future::ready(Ok(allowed.into_intent().args)))
+    }
+}
+
+/// `status`: answers with the agent's status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Status;
+
+impl Tool for Status {
+    fn name(&self) -> &str {
+        "status"
+    }
+    fn effect(&self) -> EffectClass {
+        EffectClass::ReadOnly
+    }
+    fn args(&self) -> ArgSchema {
+        ArgSchema::Any
+    }
+    fn execute<'a>(
+        &'a self,
+        ctx: &'a ToolContext<'a>,
+        _: Allowed,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        let status = serde_json::to_value(ctx.status()).map_err(|e| ToolError::Failed {
+            tool: "status".into(),
+            reason: e.to_string(),
+        });
+        Box::pin(std::future::ready(status))
+    }
+}
+
+/// The tools an agent's plans may name, by name.
+#[derive(Clone, Default)]
+pub struct ToolRegistry {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl std::fmt::Debug for ToolRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tools.keys()).finish()
+    }
+}
+
+/// A tool name registered twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a tool named {0:?} is registered already")]
+pub struct DuplicateTool(pub String);
+
+impl ToolRegistry {
+    /// An empty registry.
+    pub fn new() -> ToolRegistry {
+        ToolRegistry::default()
+    }
+
+    /// The built-in tools: `echo` and `status`, both read-only.
+    pub fn builtin() -> ToolRegistry {
+        let mut r = ToolRegistry::new();
+        // Two distinct names: registering them cannot collide.
+        let _ = r.register(Arc::new(Echo));
+        let _ = r.register(Arc::new(Status));
+        r
+    }
+
+    /// Adds `tool`.
+    ///
+    /// # Errors
+    /// [`DuplicateTool`] if its name is taken.
+    pub fn register(&mut self, tool: Arc<dyn Tool>) -> Result<(), DuplicateTool> {
+        let name = tool.name().to_owned();
+        if self.tools.contains_key(&name) {
+            return Err(DuplicateTool(name));
+        }
+        self.tools.insert(name, tool);
+        Ok(())
+    }
+
+    /// The tool named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builtins_are_read_only_and_unique() {
+        let mut r = ToolRegistry::builtin();
+        assert_eq!(r.names(), vec!["echo", "status"]);
+        for name in r.names() {
+            assert_eq!(r.get(name).map(|t| t.effect()), Some(EffectClass::ReadOnly));
+        }
+        assert_eq!(
+            r.register(Arc::new(Echo)),
+            Err(DuplicateTool("echo".into()))
+        );
+    }
+
+    #[test]
+    fn schemas_check_arguments() {
+        assert!(ArgSchema::Any.check(&json!([1])).is_ok());
+        assert!(ArgSchema::None.check(&Value::Null).is_ok());
+        assert!(ArgSchema::None.check(&json!(1)).is_err());
+        assert!(ArgSchema::Object.check(&json!({})).is_ok());
+        assert!(ArgSchema::Object.check(&json!("x")).is_err());
+    }
+}
