@@ -190,13 +190,13 @@ impl RegistryTable {
         let ttl = Duration::from_secs(u64::from(hb.ttl_secs.max(1)));
         let mut n = 0;
         for id in &hb.agents {
-            if let Some(r) = self.agents.get_mut(id) {
-                if r.owner == Owner::Peer(from) {
-                    r.last_seen = now;
-                    r.ttl = ttl;
-                    r.online = true;
-                    n += 1;
-                }
+            if let Some(r) = self.agents.get_mut(id)
+                && r.owner == Owner::Peer(from)
+            {
+                r.last_seen = now;
+                r.ttl = ttl;
+                r.online = true;
+                n += 1;
             }
         }
         n

@@ -63,14 +63,14 @@ impl SessionTable {
     ) -> Result<SessionId, SessionError> {
         let id = match requested {
             Some(id) => {
-                if let Some(e) = self.sessions.get_mut(&id) {
-                    if now.saturating_duration_since(e.last_used) <= self.ttl {
-                        if e.owner != *principal {
-                            return Err(SessionError::NotYours(id));
-                        }
-                        e.last_used = now;
-                        return Ok(id);
+                if let Some(e) = self.sessions.get_mut(&id)
+                    && now.saturating_duration_since(e.last_used) <= self.ttl
+                {
+                    if e.owner != *principal {
+                        return Err(SessionError::NotYours(id));
                     }
+                    e.last_used = now;
+                    return Ok(id);
                 }
                 id
             }

@@ -373,3 +373,65 @@ async fn a_peer_cannot_register_an_id_another_peer_owns() {
     );
     n.shutdown(Duration::from_secs(2)).await;
 }
+
+/// The attack of the seam issue, on the mesh: once a node's agent is
+/// retired, another node configured with the same id cannot register it
+/// there, so Calls for it are never answered by an impostor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_agents_id_cannot_be_claimed_by_another_node() {
+    let operator = NodeIdentity::generate().unwrap();
+    let victim =
+        node_with_operators(vec![spec(1, "alpha")], vec![], vec![operator.peer_id()]).await;
+    let client = Client::new(&operator, PeerTrust::AnyIdentified, Limits::default()).unwrap();
+    let id = AgentId::from_bytes([1; 16]);
+    let r = client
+        .call(
+            &victim.url().clone().with_agent(NODE_AGENT),
+            &CallBody::new("agent.retire", json!({"agent_id": id})),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.parse_body().unwrap().result["state"], "retiring");
+    wait_for("the agent to be gone", async || {
+        victim.control("agents.list", Value::Null).await.unwrap()["agents"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+    // The impostor hosts an agent with the same id, and a probe agent whose
+    // registration follows the stolen id's in the same mesh round (agents
+    // register in id order): once the probe is registered, the stolen id's
+    // registration was tried and refused.
+    let impostor = node(
+        vec![spec(1, "alpha"), spec(9, "probe")],
+        vec![victim.url().clone()],
+    )
+    .await;
+    wait_for("the probe's agent registered at the victim", async || {
+        victim.control("agents.list", Value::Null).await.unwrap()["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["name"] == "agent-9"))
+    })
+    .await;
+    let list = victim.control("agents.list", Value::Null).await.unwrap();
+    assert!(
+        !list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["agent_id"] == json!(id)),
+        "the retired id was claimed: {list}"
+    );
+    let err = client
+        .call(
+            &victim.url().clone().with_agent(id),
+            &CallBody::new("echo", json!({"card": "4111"})),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UNKNOWN_AGENT, "{err}");
+    impostor.shutdown(Duration::from_secs(2)).await;
+    victim.shutdown(Duration::from_secs(2)).await;
+}

@@ -253,14 +253,15 @@ fn node_call(c: &mut Criterion) {
             );
             results.push(samples.report("node call", name, inflight));
         }
-        if let [(node_p50, node_rate), (tr_p50, tr_rate)] = results[..] {
-            if node_p50.is_finite() && tr_p50.is_finite() {
-                eprintln!(
-                    "RESULT node call ratio inflight={inflight} node_p50/transport_p50={:.2} (goal <= 1.3) node_calls/transport_calls={:.2}",
-                    node_p50 / tr_p50,
-                    node_rate / tr_rate
-                );
-            }
+        if let [(node_p50, node_rate), (tr_p50, tr_rate)] = results[..]
+            && node_p50.is_finite()
+            && tr_p50.is_finite()
+        {
+            eprintln!(
+                "RESULT node call ratio inflight={inflight} node_p50/transport_p50={:.2} (goal <= 1.3) node_calls/transport_calls={:.2}",
+                node_p50 / tr_p50,
+                node_rate / tr_rate
+            );
         }
     }
     group.finish();

@@ -47,11 +47,9 @@ fn cargo_bins() -> BTreeSet<String> {
     for line in toml.lines().map(str::trim) {
         if line.starts_with('[') {
             in_bin = line == "[[bin]]";
-        } else if in_bin {
-            if let Some(value) = line.strip_prefix("name") {
-                let value = value.trim_start().trim_start_matches('=').trim();
-                bins.insert(value.trim_matches('"').to_owned());
-            }
+        } else if in_bin && let Some(value) = line.strip_prefix("name") {
+            let value = value.trim_start().trim_start_matches('=').trim();
+            bins.insert(value.trim_matches('"').to_owned());
         }
     }
     bins

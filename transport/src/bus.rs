@@ -199,15 +199,13 @@ impl Mailbox {
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
-        if let Some(bus) = self.bus.upgrade() {
-            if let Ok(mut agents) = bus.agents.write() {
-                if agents
-                    .get(&self.agent)
-                    .is_some_and(|(reg, _)| *reg == self.registration)
-                {
-                    agents.remove(&self.agent);
-                }
-            }
+        if let Some(bus) = self.bus.upgrade()
+            && let Ok(mut agents) = bus.agents.write()
+            && agents
+                .get(&self.agent)
+                .is_some_and(|(reg, _)| *reg == self.registration)
+        {
+            agents.remove(&self.agent);
         }
     }
 }

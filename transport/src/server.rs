@@ -308,10 +308,10 @@ async fn reply_malformed(
 }
 
 async fn reply(send: &mut quinn::SendStream, ctx: &Ctx, frame: Option<Frame>) {
-    if let Some(frame) = frame {
-        if write_frame(send, &frame).await.is_ok() {
-            ctx.stats.frame_out(frame.message_type());
-        }
+    if let Some(frame) = frame
+        && write_frame(send, &frame).await.is_ok()
+    {
+        ctx.stats.frame_out(frame.message_type());
     }
     let _ = send.finish();
 }

@@ -27,10 +27,10 @@ pub fn route(
     target: &AgentId,
     from: &Principal,
 ) -> Result<MxpUrl, CallFailure> {
-    if let Some(peer) = from.remote_peer() {
-        if table.is_node(&peer) {
-            return Err(CallFailure::UnknownAgent(*target));
-        }
+    if let Some(peer) = from.remote_peer()
+        && table.is_node(&peer)
+    {
+        return Err(CallFailure::UnknownAgent(*target));
     }
     match table.get(target) {
         Some(r) if r.owner == Owner::Local => Err(CallFailure::UnknownAgent(*target)),

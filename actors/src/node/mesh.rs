@@ -127,16 +127,15 @@ async fn mesh_round(
     let mut unknown = regs.len();
     if !hb.agents.is_empty() {
         let id = client.next_message_id();
-        if let Ok(frame) = hb.to_frame(id, id, Flags::EMPTY) {
-            if let Ok(answer) = client.exchange(node, frame, timeout).await {
-                if let Ok(r) = mxp_transport::interpret_answer(&answer, id) {
-                    unknown = r
-                        .parse_body()
-                        .ok()
-                        .and_then(|b| b.result.get("unknown").and_then(Value::as_u64))
-                        .map_or(unknown, |u| u as usize);
-                }
-            }
+        if let Ok(frame) = hb.to_frame(id, id, Flags::EMPTY)
+            && let Ok(answer) = client.exchange(node, frame, timeout).await
+            && let Ok(r) = mxp_transport::interpret_answer(&answer, id)
+        {
+            unknown = r
+                .parse_body()
+                .ok()
+                .and_then(|b| b.result.get("unknown").and_then(Value::as_u64))
+                .map_or(unknown, |u| u as usize);
         }
     }
     if unknown == 0 && !regs.is_empty() {

@@ -99,11 +99,11 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(addr) = prepared.metrics {
-        if let Err(e) = node::install_metrics(addr) {
-            eprintln!("mxp-node: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(addr) = prepared.metrics
+        && let Err(e) = node::install_metrics(addr)
+    {
+        eprintln!("mxp-node: {e}");
+        return ExitCode::FAILURE;
     }
     let (agents, metrics, grace) = (prepared.agents.clone(), prepared.metrics, prepared.grace);
     let node = match node::start(prepared).await {

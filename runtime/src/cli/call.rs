@@ -79,12 +79,12 @@ pub fn call_body(
                 )
             })?;
             let value = remote::parse_json_arg("the Call body", text, input)?;
-            if let Some(obj) = value.as_object() {
-                if let Some(extra) = obj.keys().find(|k| *k != "method" && *k != "params") {
-                    return Err(CliError::Usage(format!(
-                        "the Call body has an unknown field {extra:?}: expected {{\"method\": \"...\", \"params\": ...}}"
-                    )));
-                }
+            if let Some(obj) = value.as_object()
+                && let Some(extra) = obj.keys().find(|k| *k != "method" && *k != "params")
+            {
+                return Err(CliError::Usage(format!(
+                    "the Call body has an unknown field {extra:?}: expected {{\"method\": \"...\", \"params\": ...}}"
+                )));
             }
             serde_json::from_value(value).map_err(|e| {
                 CliError::Usage(format!(

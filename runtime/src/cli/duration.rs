@@ -57,9 +57,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// that keeps it exact: `500ms`, `5s`, `2m`.
 pub fn format_duration(d: Duration) -> String {
     let millis = d.as_millis();
-    if millis % 60_000 == 0 && millis > 0 {
+    if millis.is_multiple_of(60_000) && millis > 0 {
         format!("{}m", millis / 60_000)
-    } else if millis % 1_000 == 0 && millis > 0 {
+    } else if millis.is_multiple_of(1_000) && millis > 0 {
         format!("{}s", millis / 1_000)
     } else {
         format!("{millis}ms")

@@ -16,7 +16,10 @@ pub const LONG_ABOUT: &str = "Print the fingerprint of the CLI's own identity, a
     ~/.config/mxp/identity, or in --identity-dir.\n\n\
     Output:\n  \
     fingerprint: <64 hex digits>\n  \
-    folder: <path>\n\n\
+    folder: <path>\n  \
+    then two ready-to-paste ways to make this CLI an operator of a node: a line for \
+    the [node] table of its TOML file, and the MXP_NODE__OPERATORS environment variable \
+    (each replaces the node's list: merge with operators already there).\n\n\
     Exit codes: 0 success; 1 the identity cannot be read or created; 2 bad arguments.";
 
 /// Arguments of `mxp identity`.
@@ -34,9 +37,12 @@ pub struct IdentityArgs {
 /// [`CliError::Usage`] if there is no default folder.
 pub fn run<W: Write>(args: &IdentityArgs, out: &mut W) -> Result<(), CliError> {
     let (identity, dir) = remote::load_identity(args.identity_dir.as_deref())?;
+    let fp = identity.peer_id();
     let text = format!(
-        "fingerprint: {}\nfolder: {}\n",
-        identity.peer_id(),
+        "fingerprint: {fp}\nfolder: {}\n\n\
+         To make this CLI an operator of a node, add its fingerprint to node.operators and restart the node:\n  \
+         in the node's TOML, under [node]:  operators = [\"{fp}\"]\n  \
+         or in its environment:            MXP_NODE__OPERATORS='[\"{fp}\"]'\n",
         dir.display()
     );
     write_out(out, text.as_bytes())
@@ -68,6 +74,13 @@ mod tests {
         assert_eq!(fp.len(), 64);
         assert!(text.contains(&format!("folder: {}", dir.join("id").display())));
         assert_eq!(first, second);
+        // The setting to paste is valid TOML for the node's configuration.
+        let paste = text
+            .lines()
+            .find_map(|l| l.split_once("under [node]:").map(|(_, v)| v.trim()))
+            .unwrap();
+        let parsed: toml::Table = toml::from_str(paste).unwrap();
+        assert_eq!(parsed["operators"][0].as_str(), Some(fp));
     }
 
     #[test]
