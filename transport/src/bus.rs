@@ -95,6 +95,9 @@ impl Reply {
     }
 
     /// Resolves when the caller gives up (deadline, cancellation, disconnect).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: waiting again later resolves at the same moment.
     pub async fn closed(&mut self) {
         self.tx.closed().await;
     }
@@ -181,12 +184,18 @@ impl Mailbox {
     }
 
     /// The next envelope; `None` once the bus is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an envelope is either returned or left in the mailbox.
     pub async fn recv(&mut self) -> Option<Envelope> {
         self.rx.recv().await
     }
 
     /// Up to `limit` envelopes already waiting, appended to `out`, after
     /// waiting for at least one; returns how many were added (0: bus gone).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: envelopes are either appended to `out` or left in the mailbox.
     pub async fn recv_many(&mut self, out: &mut Vec<Envelope>, limit: usize) -> usize {
         self.rx.recv_many(out, limit).await
     }
@@ -273,6 +282,9 @@ impl AgentSender {
     ///
     /// # Errors
     /// [`TransportError::AgentStopped`] if the mailbox is gone.
+    ///
+    /// # Cancel safety
+    /// If dropped while waiting for room, the envelope is not delivered and is dropped with the future (a Call's caller then sees its reply port closed).
     pub async fn send(&self, env: Envelope) -> Result<(), TransportError> {
         self.tx
             .send(env)

@@ -145,6 +145,9 @@ impl Client {
     /// # Errors
     /// [`TransportError::Connect`] if the node cannot be reached, refuses the
     /// connection, or fails the TLS handshake (e.g. an unpinned certificate).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped caller abandons only its own wait; a handshake it was driving is dropped with it and the next caller dials again. Live connections are shared and stay open.
     pub async fn connect(
         &self,
         url: &MxpUrl,
@@ -209,6 +212,9 @@ impl Client {
     /// # Errors
     /// [`CallError`]: the callee's Error frame, a timeout, a connection
     /// failure or an answer that does not match the Call.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the Call: its stream is reset and the callee sees it cancelled.
     pub async fn call(
         &self,
         url: &MxpUrl,
@@ -234,6 +240,9 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::call`].
+    ///
+    /// # Cancel safety
+    /// As [`Client::call`]: dropping the future resets the Call's stream.
     pub async fn call_raw(
         &self,
         url: &MxpUrl,
@@ -263,6 +272,9 @@ impl Client {
     /// # Errors
     /// [`CallError::Timeout`], or [`CallError::Transport`] if the connection
     /// fails or the stream ends without an answer.
+    ///
+    /// # Cancel safety
+    /// Dropping the future resets the exchange's stream; the peer sees it cancelled.
     pub async fn exchange(
         &self,
         url: &MxpUrl,
@@ -325,6 +337,9 @@ impl Client {
     ///
     /// # Errors
     /// [`TransportError`] if the node cannot be reached or the frame not written.
+    ///
+    /// # Cancel safety
+    /// If dropped before the stream is finished, the Event may or may not have been delivered.
     pub async fn event(&self, url: &MxpUrl, event: &EventBody) -> Result<(), TransportError> {
         let id = self.next_message_id();
         let frame = event.to_frame(id, id, Flags::EMPTY)?;
@@ -335,6 +350,9 @@ impl Client {
     ///
     /// # Errors
     /// [`TransportError`] if the node cannot be reached or the frame not written.
+    ///
+    /// # Cancel safety
+    /// If dropped before the stream is finished, the frame may or may not have been delivered.
     pub async fn send_uni(&self, url: &MxpUrl, frame: &Frame) -> Result<(), TransportError> {
         let (conn, _) = self.connect(url).await?;
         let mut send = conn
@@ -357,6 +375,9 @@ impl Client {
     ///
     /// # Errors
     /// [`TransportError`] if the node cannot be reached or the URL names no agent.
+    ///
+    /// # Cancel safety
+    /// If dropped, the stream being opened is reset; no [`StreamSender`] exists yet.
     pub async fn open_stream(
         &self,
         url: &MxpUrl,
@@ -394,6 +415,9 @@ impl Client {
     }
 
     /// Closes every connection.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: connections already closed stay closed; dropping the future stops waiting for the rest to drain.
     pub async fn close(&self) {
         self.endpoint
             .close(VarInt::from_u32(codes::CLOSE_SHUTDOWN), b"client closing");
@@ -419,6 +443,9 @@ impl StreamSender {
     ///
     /// # Errors
     /// [`TransportError`] if the stream broke (e.g. the node refused it).
+    ///
+    /// # Cancel safety
+    /// If dropped part-way, the chunk may have been partly written: the stream's sequence is then broken and it should be reset, not continued.
     pub async fn chunk(&mut self, data: Bytes) -> Result<(), TransportError> {
         let frame = StreamChunk {
             stream_id: self.stream_id,
@@ -438,6 +465,9 @@ impl StreamSender {
     ///
     /// # Errors
     /// [`TransportError`] if the stream broke.
+    ///
+    /// # Cancel safety
+    /// If dropped, the stream is reset rather than closed cleanly.
     pub async fn close(mut self, body: &StreamCloseBody) -> Result<Option<Frame>, TransportError> {
         let frame = StreamClose::json(self.stream_id, body)?.to_frame(
             self.next_id,

@@ -183,6 +183,9 @@ impl Server {
     }
 
     /// Closes every connection and waits up to `grace` for peers to learn of it.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part-way, the endpoint may be left closing without having waited for in-flight streams.
     pub async fn shutdown(&self, grace: Duration) {
         self.endpoint.close(
             VarInt::from_u32(codes::CLOSE_SHUTDOWN),

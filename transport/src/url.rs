@@ -74,6 +74,9 @@ impl MxpUrl {
     ///
     /// # Errors
     /// [`TransportError::Connect`] if the name does not resolve.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is held between awaits; a dropped lookup is simply abandoned.
     pub async fn resolve(&self) -> Result<Vec<std::net::SocketAddr>, TransportError> {
         let authority = self.authority();
         let addrs: Vec<_> = tokio::net::lookup_host(&authority)

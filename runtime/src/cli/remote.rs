@@ -204,6 +204,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// connection or fails the TLS handshake (e.g. a fingerprint that does not
 /// match `--server-fingerprint`) before the deadline; [`CliError::Io`] if
 /// the client cannot be set up.
+///
+/// # Cancel safety
+/// Cancel safe: a dropped connect leaves nothing behind.
 pub async fn connect(
     args: &ConnectArgs,
     identity: &NodeIdentity,

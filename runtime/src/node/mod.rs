@@ -247,6 +247,9 @@ fn describe_metrics() {
 ///
 /// # Errors
 /// [`RunError::Node`] if it cannot start (e.g. the port is taken).
+///
+/// # Cancel safety
+/// Not cancel safe: see [`mxp_actors::Node::start`].
 pub async fn start(prepared: Prepared) -> Result<Node, RunError> {
     if prepared.accept_any_peer {
         tracing::warn!(
@@ -258,6 +261,9 @@ pub async fn start(prepared: Prepared) -> Result<Node, RunError> {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+///
+/// # Cancel safety
+/// Cancel safe: it only waits for a signal.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
