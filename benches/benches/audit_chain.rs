@@ -26,7 +26,7 @@ use serde_json::json;
 const LOG: usize = 10_000;
 
 /// A tool execution as an agent would log it: principal, session, trace,
-/// a recorded 96-byte output and a few data fields. About 300 bytes encoded.
+/// a recorded 20-byte output and a few data fields: 305 bytes encoded.
 fn event(i: u64) -> AuditEvent {
     let data = EventData::from_value(&json!({
         "tool": "http.fetch",
@@ -39,7 +39,7 @@ fn event(i: u64) -> AuditEvent {
         1_700_000_000_000 + i,
         EventKind::ToolExecution {
             outcome: ToolOutcome::Landed,
-            output: RecordedOutput::Recorded(vec![b'x'; 96]),
+            output: RecordedOutput::Recorded(vec![b'x'; 20]),
         },
         data,
     )

@@ -229,3 +229,74 @@ fn a_rewritten_history_cannot_get_a_cosignature() {
     w.observe(signed(&log, honest.head()).as_bytes(), &honest_proof, 6)
         .unwrap();
 }
+
+/// The worked example of docs/AUDIT.md: three events, the node's signed
+/// checkpoint, a witness's cosignature, and both verifier keys. Pinned in
+/// tests/data/audit/docs_example.note and docs_example.vkeys (regenerate
+/// with AUDIT_WRITE_EXAMPLE=1 only if the format changes on purpose).
+#[test]
+fn docs_example_is_reproducible() {
+    let log = NoteSigner::new(ORIGIN, &[1; 32]).unwrap();
+    let witness = Cosigner::new("witness.example/w1", &[2; 32]).unwrap();
+    let mut chain = Chain::new();
+    let mut t = MerkleLog::new();
+    let events = [
+        AuditEvent::new(
+            1_700_000_000_000,
+            EventKind::NodeConfig { digest: [0x11; 32] },
+            EventData::empty(),
+        ),
+        AuditEvent::new(
+            1_700_000_000_005,
+            EventKind::PolicyDecision {
+                effect: mxp_governance::audit::PolicyEffect::Allow,
+                policy_ids: vec!["allow-echo".into()],
+            },
+            EventData::from_value(&serde_json::json!({"action": "call", "tool": "echo"})).unwrap(),
+        )
+        .with_trace(7),
+        AuditEvent::new(
+            1_700_000_000_009,
+            EventKind::ToolExecution {
+                outcome: mxp_governance::audit::ToolOutcome::Landed,
+                output: mxp_governance::audit::RecordedOutput::redact(b"hello"),
+            },
+            EventData::from_value(&serde_json::json!({"tool": "echo"})).unwrap(),
+        )
+        .with_trace(7),
+    ];
+    for e in events {
+        t.append(chain.append(e).unwrap().leaf_hash());
+    }
+    let signed = Checkpoint::new(ORIGIN, t.head()).sign(&log).unwrap();
+    let cosigned = witness_checkpoint(
+        &LogIdentity {
+            origin: ORIGIN.into(),
+            verifiers: vec![log.verifier()],
+        },
+        None,
+        signed.as_bytes(),
+        &[],
+        &witness,
+        1_700_000_100,
+    )
+    .unwrap();
+    let vkeys = format!(
+        "{}\n{}\n",
+        log.verifier().to_vkey(),
+        witness.verifier().to_vkey()
+    );
+    let dir = format!("{}/tests/data/audit", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("AUDIT_WRITE_EXAMPLE").is_some() {
+        std::fs::write(format!("{dir}/docs_example.note"), &cosigned.note).unwrap();
+        std::fs::write(format!("{dir}/docs_example.vkeys"), &vkeys).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(format!("{dir}/docs_example.note")).unwrap(),
+        cosigned.note
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{dir}/docs_example.vkeys")).unwrap(),
+        vkeys
+    );
+}
