@@ -95,22 +95,25 @@ pub struct LifecycleArgs {
     pub connect: ConnectArgs,
 }
 
-/// Adds to a `denied` answer how to become an operator; other errors pass.
+/// Adds to a `denied` answer how to become an operator, unless the node's
+/// message says it already; other errors pass.
 pub fn explain_denied(err: CliError) -> CliError {
     match err {
         CliError::Remote {
             code,
             message,
             retriable,
-        } if code == ErrorCode::DENIED => CliError::Remote {
-            code,
-            message: format!(
-                "{message}; only the node's operators may suspend, resume or retire agents: \
-                 print this CLI's fingerprint with `mxp identity` and add it to node.operators \
-                 in the node's configuration (or use --identity-dir with an operator's identity)"
-            ),
-            retriable,
-        },
+        } if code == ErrorCode::DENIED && !message.contains("node.operators") => {
+            CliError::Remote {
+                code,
+                message: format!(
+                    "{message}; only the node's operators may suspend, resume or retire agents: \
+                     print this CLI's fingerprint with `mxp identity` and add it to node.operators \
+                     in the node's configuration (or use --identity-dir with an operator's identity)"
+                ),
+                retriable,
+            }
+        }
         other => other,
     }
 }
