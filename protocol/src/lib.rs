@@ -59,9 +59,9 @@ pub use frame::{Frame, peek_frame_len};
 pub use header::{FrameHeader, HeaderPeek};
 pub use payload::{
     Ack, AgentId, AgentInfo, AgentRegister, Call, CallBody, CloseStatus, DiscoverRequest,
-    DiscoverResult, ErrorBody, ErrorCode, ErrorPayload, EventBody, Heartbeat, Response,
-    ResponseBody, StreamChunk, StreamClose, StreamCloseBody, StreamId, StreamOpen, StreamType,
-    TypedPayload,
+    DiscoverResult, ErrorBody, ErrorCode, ErrorPayload, EventBody, Heartbeat, JsonCost, JsonLimits,
+    Response, ResponseBody, StreamChunk, StreamClose, StreamCloseBody, StreamId, StreamOpen,
+    StreamType, TypedPayload,
 };
 pub use principal::{Fingerprint, IdentityParseError, PrincipalId, PrincipalKind, SessionId};
 pub use types::{Flags, MessageType, ParseNameError};

@@ -96,6 +96,63 @@ impl Call {
         p
     }
 
+    /// Parses the body as a [`CallBody`] within `limits` (see
+    /// [`super::JsonLimits`]), and says what the parse cost: what a node
+    /// uses on bodies from peers. Other fields of the body are ignored, as
+    /// [`Call::parse_body`] ignores them.
+    ///
+    /// # Errors
+    /// As [`Call::parse_body`], and `limit_exceeded` when the body holds more
+    /// values or deeper nesting than `limits` allow.
+    pub fn parse_body_within(
+        &self,
+        limits: super::JsonLimits,
+    ) -> Result<(CallBody, super::JsonCost), DecodeError> {
+        let not_object = || DecodeError::InvalidJson {
+            what: "Call",
+            detail: "the body must be a JSON object ({...})".into(),
+        };
+        if self.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(not_object());
+        }
+        let (value, cost) = super::parse_json_bounded("Call", &self.body, limits)?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err(not_object());
+        };
+        let schema = |detail: &str| DecodeError::InvalidJson {
+            what: "Call",
+            detail: detail.to_owned(),
+        };
+        let method = match map.remove("method") {
+            Some(serde_json::Value::String(m)) => m,
+            Some(_) => return Err(schema("`method` must be a string")),
+            None => return Err(schema("missing field `method`")),
+        };
+        let params = map.remove("params").unwrap_or(serde_json::Value::Null);
+        let session = match map.remove("session") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => {
+                Some(s.parse::<SessionId>().map_err(|e| schema(&e.to_string()))?)
+            }
+            Some(_) => return Err(schema("`session` must be a string")),
+        };
+        if method.is_empty() {
+            return Err(DecodeError::InvalidValue {
+                field: "method",
+                reason: "must not be empty",
+            });
+        }
+        check_len("method", method.len(), MAX_METHOD_LEN)?;
+        Ok((
+            CallBody {
+                method,
+                params,
+                session,
+            },
+            cost,
+        ))
+    }
+
     /// Parses the body as a [`CallBody`].
     ///
     /// # Errors

@@ -8,6 +8,7 @@
 //! asks for them parsed.
 
 mod agent;
+mod bounded;
 mod call;
 mod stream;
 
@@ -22,6 +23,7 @@ pub use agent::{
     AgentInfo, AgentRegister, DiscoverRequest, DiscoverResult, Heartbeat, MAX_AGENT_NAME_LEN,
     MAX_CAPABILITIES, MAX_CAPABILITY_LEN, MAX_HEARTBEAT_AGENTS,
 };
+pub use bounded::{JsonCost, JsonLimits, parse_json_bounded};
 pub use call::{
     Ack, CALL_PREFIX_LEN, Call, CallBody, ERROR_PREFIX_LEN, ErrorBody, ErrorCode, ErrorPayload,
     EventBody, MAX_METHOD_LEN, MAX_TOPIC_LEN, RESPONSE_PREFIX_LEN, Response, ResponseBody,
