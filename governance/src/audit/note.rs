@@ -140,7 +140,7 @@ pub enum NoteError {
     KeyIdMismatch {
         /// The key ID in the text.
         stated: u32,
-        /// SHA-256(name ‖ "\n" ‖ type ‖ key)[:4].
+        /// `SHA-256(name ‖ "\n" ‖ type ‖ key)[:4]`.
         computed: u32,
     },
     /// A key of a signature type not implemented here.
