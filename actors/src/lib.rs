@@ -44,7 +44,7 @@ pub use error::{CallFailure, SettingsError};
 pub use gate::{Allowed, Decision, DefaultPolicy, Denial, Gate, Intent, Policy};
 pub use hooks::{AgentContext, AgentHooks, MessageOutcome, NoHooks};
 pub use lifecycle::{InvalidTransition, LifecycleState, Transition};
-pub use node::{Node, NodeError, NodeSettings, NodeStatus};
+pub use node::{DEFAULT_NODE_BODY_BYTES, Node, NodeError, NodeSettings, NodeStatus};
 pub use plan_run::PlanRun;
 pub use planner::{
     Plan, PlanError, PlanStep, Planner, PlannerStep, Rule, RuleError, RulePlanner, StepResult,

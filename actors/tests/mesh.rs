@@ -53,6 +53,7 @@ async fn node_with_operators(
         gate: Gate::default(),
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
+        max_body_bytes: DEFAULT_NODE_BODY_BYTES,
     })
     .await
     .unwrap()
@@ -286,6 +287,7 @@ async fn operators_only_when_configured() {
         gate: Gate::default(),
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
+        max_body_bytes: DEFAULT_NODE_BODY_BYTES,
     })
     .await
     .unwrap();

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mxp_actors::{
-    AgentSpec, NoHooks, Node, NodeSettings, NodeStatus, RulePlanner, SupervisionPolicy,
+    AgentSpec, DEFAULT_NODE_BODY_BYTES, NoHooks, Node, NodeSettings, NodeStatus, RulePlanner,
+    SupervisionPolicy,
 };
 use mxp_protocol::{AgentId, DiscoverResult};
 use mxp_transport::{Limits, NodeIdentity, PeerId, PeerTrust};
@@ -61,6 +62,7 @@ async fn start(agents: Vec<AgentSpec>, operators: Vec<PeerId>) -> Node {
         gate: mxp_actors::Gate::default(),
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
+        max_body_bytes: DEFAULT_NODE_BODY_BYTES,
     })
     .await
     .unwrap()

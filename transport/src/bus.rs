@@ -15,6 +15,7 @@ use mxp_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::{BodyPermit, ByteBudget};
 use crate::{CallError, NodeAuthority, PeerId, Principal, TransportError};
 
 /// The agent id that addresses a node itself (the nil UUID): control Calls
@@ -33,6 +34,8 @@ pub struct Envelope {
     frame: Frame,
     principal: Principal,
     reply: Option<Reply>,
+    /// Its bytes, charged to its agent's and the node's budgets while queued.
+    held: Option<BodyPermit>,
 }
 
 impl Envelope {
@@ -42,7 +45,15 @@ impl Envelope {
             frame,
             principal,
             reply,
+            held: None,
         }
+    }
+
+    /// Takes the bytes this envelope holds of its agent's and the node's
+    /// budgets, to keep them held (e.g. until its Call is answered); `None`
+    /// when the bus has no budgets.
+    pub fn take_held(&mut self) -> Option<BodyPermit> {
+        self.held.take()
     }
 
     /// The frame, validated where its bytes entered the process.
@@ -60,7 +71,8 @@ impl Envelope {
         self.reply.take()
     }
 
-    /// Frame, sender and reply port.
+    /// Frame, sender and reply port. The bytes held are released: take them
+    /// first with [`Envelope::take_held`] to keep them charged.
     pub fn into_parts(self) -> (Frame, Principal, Option<Reply>) {
         (self.frame, self.principal, self.reply)
     }
@@ -212,17 +224,30 @@ impl Drop for Mailbox {
             && let Ok(mut agents) = bus.agents.write()
             && agents
                 .get(&self.agent)
-                .is_some_and(|(reg, _)| *reg == self.registration)
+                .is_some_and(|reg| reg.id == self.registration)
         {
             agents.remove(&self.agent);
         }
     }
 }
 
+/// One registered mailbox.
+#[derive(Debug)]
+struct Registration {
+    /// Which registration this is (a later one of the same id is another).
+    id: u64,
+    tx: mpsc::Sender<Envelope>,
+    /// Bytes this agent's mailbox (and its Calls in flight) may hold.
+    budget: Option<ByteBudget>,
+}
+
 #[derive(Debug)]
 struct BusInner {
-    /// Registered mailboxes: registration number and sender.
-    agents: RwLock<HashMap<AgentId, (u64, mpsc::Sender<Envelope>)>>,
+    /// Registered mailboxes.
+    agents: RwLock<HashMap<AgentId, Registration>>,
+    /// Bytes all mailboxes together (and what took their envelopes' permits)
+    /// may hold.
+    node_budget: Option<ByteBudget>,
     capacity: usize,
     ids: Arc<AtomicU64>,
     /// Whether the node authority was handed out.
@@ -270,6 +295,7 @@ pub struct Bus {
 pub struct AgentSender {
     agent: AgentId,
     tx: mpsc::Sender<Envelope>,
+    budgets: Vec<ByteBudget>,
 }
 
 impl AgentSender {
@@ -285,7 +311,11 @@ impl AgentSender {
     ///
     /// # Cancel safety
     /// If dropped while waiting for room, the envelope is not delivered and is dropped with the future (a Call's caller then sees its reply port closed).
-    pub async fn send(&self, env: Envelope) -> Result<(), TransportError> {
+    pub async fn send(&self, mut env: Envelope) -> Result<(), TransportError> {
+        if !self.budgets.is_empty() {
+            let budgets: Vec<&ByteBudget> = self.budgets.iter().collect();
+            env.held = Some(BodyPermit::acquire(&budgets, env.frame.as_bytes().len()).await);
+        }
         self.tx
             .send(env)
             .await
@@ -296,8 +326,20 @@ impl AgentSender {
     ///
     /// # Errors
     /// [`TransportError::Overloaded`] if the mailbox is full,
-    /// [`TransportError::AgentStopped`] if it is gone.
-    pub fn try_send(&self, env: Envelope) -> Result<(), TransportError> {
+    /// [`TransportError::OverBudget`] if the frame's bytes do not fit the
+    /// agent's or the node's budget, [`TransportError::AgentStopped`] if the
+    /// mailbox is gone.
+    pub fn try_send(&self, mut env: Envelope) -> Result<(), TransportError> {
+        if !self.budgets.is_empty() {
+            let budgets: Vec<&ByteBudget> = self.budgets.iter().collect();
+            let permit = BodyPermit::take(&budgets, env.frame.as_bytes().len()).map_err(|e| {
+                TransportError::OverBudget {
+                    agent: self.agent,
+                    reason: e,
+                }
+            })?;
+            env.held = Some(permit);
+        }
         self.tx.try_send(env).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => TransportError::Overloaded(self.agent),
             mpsc::error::TrySendError::Closed(_) => TransportError::AgentStopped(self.agent),
@@ -306,10 +348,19 @@ impl AgentSender {
 }
 
 impl Bus {
-    /// A bus whose mailboxes hold `mailbox_capacity` envelopes each.
+    /// A bus whose mailboxes hold `mailbox_capacity` envelopes each, with
+    /// no byte budgets.
     pub fn new(mailbox_capacity: usize) -> Bus {
+        Bus::with_node_budget(mailbox_capacity, None)
+    }
+
+    /// A bus whose mailboxes hold `mailbox_capacity` envelopes each and,
+    /// all together, at most `node_bytes` bytes of frames queued or held in
+    /// flight ([`Envelope::take_held`]).
+    pub fn with_node_budget(mailbox_capacity: usize, node_bytes: Option<usize>) -> Bus {
         Bus {
             inner: Arc::new(BusInner {
+                node_budget: node_bytes.map(ByteBudget::new),
                 agents: RwLock::new(HashMap::new()),
                 capacity: mailbox_capacity.max(1),
                 ids: Arc::new(AtomicU64::new(1)),
@@ -340,13 +391,34 @@ impl Bus {
     /// # Errors
     /// [`TransportError::AlreadyRegistered`] if the id is taken.
     pub fn register(&self, agent: AgentId) -> Result<Mailbox, TransportError> {
+        self.register_with_budget(agent, None)
+    }
+
+    /// Registers `agent`, whose mailbox and Calls in flight may hold at most
+    /// `bytes` bytes of frames (besides the node's budget), and returns its
+    /// mailbox.
+    ///
+    /// # Errors
+    /// [`TransportError::AlreadyRegistered`] if the id is taken.
+    pub fn register_with_budget(
+        &self,
+        agent: AgentId,
+        bytes: Option<usize>,
+    ) -> Result<Mailbox, TransportError> {
         let (tx, rx) = mpsc::channel(self.inner.capacity);
         let mut agents = self.inner.agents.write().unwrap_or_else(|p| p.into_inner());
-        if agents.get(&agent).is_some_and(|(_, t)| !t.is_closed()) {
+        if agents.get(&agent).is_some_and(|r| !r.tx.is_closed()) {
             return Err(TransportError::AlreadyRegistered(agent));
         }
         let registration = self.inner.ids.fetch_add(1, Ordering::Relaxed);
-        agents.insert(agent, (registration, tx));
+        agents.insert(
+            agent,
+            Registration {
+                id: registration,
+                tx,
+                budget: bytes.map(ByteBudget::new),
+            },
+        );
         Ok(Mailbox {
             agent,
             rx,
@@ -383,11 +455,26 @@ impl Bus {
         let agents = self.inner.agents.read().unwrap_or_else(|p| p.into_inner());
         agents
             .get(&agent)
-            .map(|(_, tx)| AgentSender {
-                agent,
-                tx: tx.clone(),
-            })
+            .map(|r| self.sender_of(agent, r))
             .ok_or(TransportError::UnknownAgent(agent))
+    }
+
+    fn sender_of(&self, agent: AgentId, r: &Registration) -> AgentSender {
+        AgentSender {
+            agent,
+            tx: r.tx.clone(),
+            budgets: r
+                .budget
+                .iter()
+                .chain(self.inner.node_budget.iter())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Bytes free in the node's budget, if it has one.
+    pub fn node_budget_available(&self) -> Option<usize> {
+        self.inner.node_budget.as_ref().map(ByteBudget::available)
     }
 
     /// A route for a frame addressed to `agent`: its own mailbox when it is
@@ -402,10 +489,7 @@ impl Bus {
         agents
             .get(&agent)
             .or_else(|| agents.get(&NODE_AGENT))
-            .map(|(_, tx)| AgentSender {
-                agent,
-                tx: tx.clone(),
-            })
+            .map(|r| self.sender_of(agent, r))
             .ok_or(TransportError::UnknownAgent(agent))
     }
 

@@ -52,6 +52,14 @@ pub enum TransportError {
     /// No agent with this id is registered on the bus.
     #[error("no agent {0} on this node")]
     UnknownAgent(mxp_protocol::AgentId),
+    /// The frame's bytes do not fit the agent's or the node's byte budget.
+    #[error("agent {agent} is overloaded: the frame does not fit its byte budget ({reason})")]
+    OverBudget {
+        /// The agent.
+        agent: mxp_protocol::AgentId,
+        /// Which budget, and how full.
+        reason: crate::budget::OverBudget,
+    },
     /// The agent's mailbox is full.
     #[error("agent {0} is overloaded (mailbox full)")]
     Overloaded(mxp_protocol::AgentId),
@@ -110,7 +118,9 @@ impl CallError {
             CallError::Timeout(_) => ErrorCode::TIMEOUT,
             CallError::InvalidResponse(_) => ErrorCode::MALFORMED_FRAME,
             CallError::Transport(TransportError::UnknownAgent(_)) => ErrorCode::UNKNOWN_AGENT,
-            CallError::Transport(TransportError::Overloaded(_)) => ErrorCode::OVERLOADED,
+            CallError::Transport(
+                TransportError::Overloaded(_) | TransportError::OverBudget { .. },
+            ) => ErrorCode::OVERLOADED,
             CallError::Transport(TransportError::AgentStopped(_)) => ErrorCode::AGENT_UNAVAILABLE,
             CallError::Transport(
                 TransportError::Connect { .. } | TransportError::ConnectionLost(_),

@@ -11,6 +11,7 @@
 //! and close codes, and docs/CONFIG.md for the limits.
 #![forbid(unsafe_code)]
 
+mod budget;
 mod bus;
 mod call;
 mod client;
@@ -26,6 +27,7 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::{BodyPermit, ByteBudget, OverBudget};
 pub use bus::{AgentSender, Bus, Envelope, Mailbox, NODE_AGENT, Reply};
 pub use call::interpret_answer;
 pub use client::{Client, StreamSender};

@@ -463,7 +463,9 @@ async fn serve_request(
     let env = Envelope::new(frame, Principal::peer(peer), Some(port));
     if let Err(e) = sender.try_send(env) {
         let code = match e {
-            TransportError::Overloaded(_) => ErrorCode::OVERLOADED,
+            TransportError::Overloaded(_) | TransportError::OverBudget { .. } => {
+                ErrorCode::OVERLOADED
+            }
             _ => ErrorCode::AGENT_UNAVAILABLE,
         };
         let f = ctx.error_frame(id, trace, code, e.to_string());

@@ -12,20 +12,22 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
-use mxp_protocol::SessionId;
-use mxp_transport::Principal;
+use mxp_protocol::{Call, Frame, JsonLimits, SessionId, TypedPayload};
+use mxp_transport::{BodyPermit, Principal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::kernel::KernelMsg;
 use super::{AgentShared, Job};
 use crate::error::CallFailure;
-use crate::gate::Intent;
+use crate::gate::{HOOK_REPLY, Intent};
+use crate::hooks::{AgentHooks, MessageOutcome};
 use crate::plan_run::{Next, PlanRun};
 use crate::planner::{PlanError, Planner};
 use crate::services::Services;
-use crate::tool::{ToolContext, ToolError, ToolRegistry};
+use crate::tool::{EffectClass, ToolContext, ToolError, ToolRegistry};
 
 /// Messages to an executor.
 pub(crate) enum ExecMsg {
@@ -42,7 +44,11 @@ struct RunEnv {
     shared: Arc<AgentShared>,
     planner: Arc<dyn Planner>,
     tools: Arc<ToolRegistry>,
+    hooks: Arc<dyn AgentHooks>,
     services: Arc<Services>,
+    json_limits: JsonLimits,
+    /// Bodies are parsed one at a time per agent.
+    parse_turn: Arc<Semaphore>,
 }
 
 pub(crate) struct ExecState {
@@ -55,6 +61,9 @@ pub(crate) struct ExecArgs {
     pub(crate) shared: Arc<AgentShared>,
     pub(crate) planner: Arc<dyn Planner>,
     pub(crate) tools: Arc<ToolRegistry>,
+    pub(crate) hooks: Arc<dyn AgentHooks>,
+    pub(crate) json_limits: JsonLimits,
+    pub(crate) parse_turn: Arc<Semaphore>,
     pub(crate) services: Arc<Services>,
     pub(crate) runs: Arc<Semaphore>,
     pub(crate) max_runs: usize,
@@ -75,7 +84,10 @@ impl Actor for Executor {
                 shared: a.shared,
                 planner: a.planner,
                 tools: a.tools,
+                hooks: a.hooks,
                 services: a.services,
+                json_limits: a.json_limits,
+                parse_turn: a.parse_turn,
             }),
             runs: a.runs,
             max_runs: a.max_runs,
@@ -113,18 +125,12 @@ fn spawn_run(env: Arc<RunEnv>, job: Job, permit: OwnedSemaphorePermit, exec: Act
         agent = %env.shared.id,
         trace_id = job.reply.trace_id(),
         message_id = job.reply.call_id(),
-        method = %job.body.method,
-        session = %job.session,
     );
     tokio::spawn(
         async move {
             let run = std::panic::AssertUnwindSafe(serve(env, job)).catch_unwind();
             if let Err(panic) = run.await {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a plan run panicked".into());
+                let why = panic_text(&panic);
                 let _ = exec.cast(ExecMsg::Crashed(format!("plan run panicked: {why}")));
             }
             drop(permit);
@@ -136,10 +142,10 @@ fn spawn_run(env: Arc<RunEnv>, job: Job, permit: OwnedSemaphorePermit, exec: Act
 /// Runs one Call to its answer, or until its caller gives up.
 async fn serve(env: Arc<RunEnv>, job: Job) {
     let Job {
-        body,
+        frame,
         principal,
-        session,
         mut reply,
+        mut held,
         started,
         _in_flight,
         _permit,
@@ -147,21 +153,113 @@ async fn serve(env: Arc<RunEnv>, job: Job) {
     let trace = (reply.trace_id(), reply.call_id());
     let outcome = tokio::select! {
         biased;
-        out = drive(&env, PlanRun::new(body), &principal, &session, trace) => Some(out),
+        out = admit_and_run(&env, frame, &principal, &mut held, trace) => Some(out),
         () = reply.closed() => None,
     };
     env.shared.calls.fetch_add(1, Ordering::Relaxed);
     metrics::histogram!("mxp_call_duration_seconds").record(started.elapsed().as_secs_f64());
     match outcome {
-        Some(Ok(result)) => {
+        Some(Ok((result, session))) => {
             metrics::counter!("mxp_calls_total", "outcome" => "ok").increment(1);
             let _ = reply.ok_in_session(result, Some(session));
         }
-        Some(Err(failure)) => failure.answer(reply),
+        Some(Err(Failed::Answer(failure))) => failure.answer(reply),
+        // The hook panicked and the kernel was told: the caller sees the
+        // reply dropped (`internal`, retriable).
+        Some(Err(Failed::HookPanicked)) => drop(reply),
         None => {
             metrics::counter!("mxp_calls_total", "outcome" => "cancelled").increment(1);
         }
     }
+}
+
+/// How a run ended without a result.
+enum Failed {
+    /// Answer the caller with this.
+    Answer(CallFailure),
+    /// `on_message` panicked; the kernel restarts.
+    HookPanicked,
+}
+
+impl From<CallFailure> for Failed {
+    fn from(f: CallFailure) -> Failed {
+        Failed::Answer(f)
+    }
+}
+
+/// Parses the body (one at a time per agent, within the JSON limits, its
+/// cost charged to the budgets in place of the raw frame), admits the
+/// session, lets the `on_message` hook answer through the gate, or plans.
+async fn admit_and_run(
+    env: &RunEnv,
+    frame: Frame,
+    principal: &Principal,
+    held: &mut Option<BodyPermit>,
+    trace: (u64, u64),
+) -> Result<(Value, SessionId), Failed> {
+    let parsed = {
+        // The semaphore is never closed; if it were, parsing unthrottled is
+        // still correct.
+        let _turn = env.parse_turn.acquire().await.ok();
+        Call::from_frame(&frame).and_then(|c| c.parse_body_within(env.json_limits))
+    };
+    drop(frame);
+    let (mut body, cost) = parsed.map_err(|e| CallFailure::InvalidPayload(e.to_string()))?;
+    if let Some(h) = held.as_mut() {
+        h.resize(cost.estimated_bytes()).map_err(|e| {
+            CallFailure::Overloaded(format!(
+                "the parsed body needs about {} bytes and the budget has {} free (supervision.max_body_bytes, node.max_body_bytes)",
+                e.asked, e.free
+            ))
+        })?;
+    }
+    let session = env.services.admit(body.session.take(), principal)?;
+    let ctx = env.shared.context();
+    let hooks = env.hooks.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hooks.on_message(&ctx, &body)
+    }));
+    match outcome {
+        Err(panic) => {
+            let why = panic_text(&panic);
+            let _ = env
+                .shared
+                .kernel
+                .cast(KernelMsg::Crash(format!("on_message panicked: {why}")));
+            Err(Failed::HookPanicked)
+        }
+        Ok(MessageOutcome::Reply(result)) => {
+            // A hook's answer is an effect like any other: it passes the gate.
+            let intent = Intent {
+                principal: *principal,
+                agent: env.shared.id,
+                session: Some(session.clone()),
+                tool: HOOK_REPLY.into(),
+                effect: EffectClass::ReadOnly,
+                args: result,
+                trace_id: trace.0,
+                message_id: trace.1,
+            };
+            let allowed = env
+                .services
+                .gate()
+                .check(intent)
+                .map_err(CallFailure::Denied)?;
+            Ok((allowed.into_intent().args, session))
+        }
+        Ok(MessageOutcome::Plan) => {
+            let result = drive(env, PlanRun::new(body), principal, &session, trace).await?;
+            Ok((result, session))
+        }
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Drives `run` to its end: planner, gate, tool, feed back, until done.

@@ -1,24 +1,21 @@
-//! The kernel: an agent's lifecycle, its hooks, and the door of its data
-//! path. It admits a Call (the agent is Active, the body parses, the caller
-//! may use the session it names), lets the agent's `on_message` hook answer
-//! it through the gate, and hands the rest to the executor.
+//! The kernel: an agent's lifecycle, its hooks' life (`on_bootstrap`,
+//! `on_tick`, `on_shutdown`), and the door of its data path: it admits a
+//! Call when the agent is Active and hands it, unparsed, to the executor.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mxp_protocol::{Call, MessageType, TypedPayload};
+use mxp_protocol::MessageType;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
 use super::executor::ExecMsg;
 use super::{AgentShared, InFlight, Job, SupervisionPolicy};
 use crate::error::CallFailure;
-use crate::gate::{HOOK_REPLY, Intent};
-use crate::hooks::{AgentHooks, MessageOutcome};
+use crate::hooks::AgentHooks;
 use crate::services::Services;
 use crate::slot::Batch;
-use crate::tool::EffectClass;
 use crate::{InvalidTransition, LifecycleState, Transition};
 
 /// Messages to a kernel.
@@ -32,6 +29,9 @@ pub(crate) enum KernelMsg {
     ),
     /// The kernel's timer.
     Tick,
+    /// A hook panicked in a plan run: fail, so the supervisor restarts the
+    /// kernel (and runs `on_bootstrap` again).
+    Crash(String),
 }
 
 pub(crate) struct Kernel;
@@ -60,12 +60,16 @@ impl Kernel {
         myself.stop(Some("terminated".into()));
     }
 
+    /// Admits the Calls of a batch: those the lifecycle refuses are answered
+    /// here; the rest go to the executor unparsed, still holding their bytes
+    /// of the agent's and the node's budgets. A body is parsed when its run
+    /// starts, one at a time (see the executor), never a batch up front.
     fn deliver(state: &mut KernelState, mut batch: Batch) {
         let shared = &state.shared;
         let lifecycle = shared.state();
-        let ctx = shared.context();
         let mut jobs = Vec::with_capacity(batch.envelopes.len());
-        for env in std::mem::take(&mut batch.envelopes) {
+        for mut env in std::mem::take(&mut batch.envelopes) {
+            let held = env.take_held();
             let (frame, principal, reply) = env.into_parts();
             let _span = tracing::debug_span!(
                 "kernel",
@@ -83,53 +87,15 @@ impl Kernel {
                 refusal.answer(reply);
                 continue;
             }
-            let mut body = match Call::from_frame(&frame).and_then(|c| c.parse_body()) {
-                Ok(b) => b,
-                Err(e) => {
-                    CallFailure::InvalidPayload(e.to_string()).answer(reply);
-                    continue;
-                }
-            };
-            let principal = state.services.resolve(principal);
-            let session = match state.services.admit(body.session.take(), &principal) {
-                Ok(s) => s,
-                Err(f) => {
-                    f.answer(reply);
-                    continue;
-                }
-            };
-            match state.hooks.on_message(&ctx, &body) {
-                MessageOutcome::Reply(result) => {
-                    // A hook's answer is an effect like any other: it passes the gate.
-                    let intent = Intent {
-                        principal,
-                        agent: shared.id,
-                        session: Some(session.clone()),
-                        tool: HOOK_REPLY.into(),
-                        effect: EffectClass::ReadOnly,
-                        args: result,
-                        trace_id: frame.trace_id(),
-                        message_id: frame.message_id(),
-                    };
-                    match state.services.gate().check(intent) {
-                        Ok(allowed) => {
-                            metrics::counter!("mxp_calls_total", "outcome" => "ok").increment(1);
-                            // An unencodable result is answered `internal` by the reply itself.
-                            let _ = reply.ok_in_session(allowed.into_intent().args, Some(session));
-                        }
-                        Err(denial) => CallFailure::Denied(denial).answer(reply),
-                    }
-                }
-                MessageOutcome::Plan => jobs.push(Job {
-                    body,
-                    principal,
-                    session,
-                    reply,
-                    started: Instant::now(),
-                    _in_flight: InFlight::new(shared),
-                    _permit: batch.take_permit(),
-                }),
-            }
+            jobs.push(Job {
+                frame,
+                principal: state.services.resolve(principal),
+                reply,
+                held,
+                started: Instant::now(),
+                _in_flight: InFlight::new(shared),
+                _permit: batch.take_permit(),
+            });
         }
         if jobs.is_empty() {
             return;
@@ -192,6 +158,7 @@ impl Actor for Kernel {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             KernelMsg::Deliver(batch) => Kernel::deliver(state, batch),
+            KernelMsg::Crash(why) => return Err(why.into()),
             KernelMsg::Control(t, port) => {
                 let result = state.shared.transition(t);
                 if let Ok(next) = result {

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use mxp_protocol::{AgentId, CallBody, SessionId};
-use mxp_transport::{Principal, Reply};
+use mxp_protocol::{AgentId, Frame};
+use mxp_transport::{BodyPermit, Principal, Reply};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SettingsError;
@@ -55,6 +55,13 @@ pub struct SupervisionPolicy {
     pub max_in_flight: usize,
     /// Plan runs an agent drives at once; a Call past it gets `overloaded`.
     pub max_runs: usize,
+    /// Bytes of Call frames (queued in the mailbox or in flight) and of
+    /// their parsed bodies an agent may hold; a Call past it is `overloaded`.
+    pub max_body_bytes: usize,
+    /// Most JSON values one Call body may parse into.
+    pub max_json_values: usize,
+    /// Deepest nesting of arrays and objects in one Call body.
+    pub max_json_depth: usize,
 }
 
 impl Default for SupervisionPolicy {
@@ -67,11 +74,22 @@ impl Default for SupervisionPolicy {
             batch: 64,
             max_in_flight: 1024,
             max_runs: 256,
+            max_body_bytes: 64 << 20,
+            max_json_values: 1 << 20,
+            max_json_depth: 64,
         }
     }
 }
 
 impl SupervisionPolicy {
+    /// The JSON limits a Call body is parsed within.
+    pub fn json_limits(&self) -> mxp_protocol::JsonLimits {
+        mxp_protocol::JsonLimits {
+            max_depth: self.max_json_depth,
+            max_elements: self.max_json_values,
+        }
+    }
+
     /// Checks the values.
     ///
     /// # Errors
@@ -99,6 +117,24 @@ impl SupervisionPolicy {
             return Err(SettingsError::new(
                 "supervision.max_in_flight",
                 "must be at least supervision.batch",
+            ));
+        }
+        if self.max_body_bytes < 64 << 10 {
+            return Err(SettingsError::new(
+                "supervision.max_body_bytes",
+                "must be at least 65536 (64 KiB)",
+            ));
+        }
+        if self.max_body_bytes > u32::MAX as usize {
+            return Err(SettingsError::new(
+                "supervision.max_body_bytes",
+                "must be at most 4294967295",
+            ));
+        }
+        if self.max_json_values == 0 || self.max_json_depth == 0 {
+            return Err(SettingsError::new(
+                "supervision.max_json_values",
+                "max_json_values and max_json_depth must be at least 1",
             ));
         }
         if self.max_runs == 0 {
@@ -152,7 +188,7 @@ pub struct AgentStatus {
     pub state: LifecycleState,
     /// Calls accepted and not yet answered.
     pub in_flight: usize,
-    /// Calls answered by its planner.
+    /// Calls it answered (by a hook or a plan run, with a result or an error).
     pub calls_handled: u64,
     /// Times its kernel or planner was restarted.
     pub restarts: u64,
@@ -229,12 +265,13 @@ impl Drop for InFlight {
     }
 }
 
-/// A Call on its way from the kernel to a plan run.
+/// A Call on its way from the kernel to a plan run: its frame unparsed,
+/// with the bytes it holds of the agent's and the node's budgets.
 pub(crate) struct Job {
-    body: CallBody,
+    frame: Frame,
     principal: Principal,
-    session: SessionId,
     reply: Reply,
+    held: Option<BodyPermit>,
     started: Instant,
     _in_flight: InFlight,
     /// Its share of the agent's in-flight limit, released when answered.

@@ -54,6 +54,8 @@ pub struct AgentSupervisorState {
     services: Arc<Services>,
     /// Plan runs in progress, shared by every executor incarnation.
     runs: Arc<tokio::sync::Semaphore>,
+    /// One body parse at a time, shared likewise.
+    parse_turn: Arc<tokio::sync::Semaphore>,
     restarts: VecDeque<Instant>,
     bridge: tokio::task::JoinHandle<()>,
 }
@@ -82,6 +84,9 @@ impl AgentSupervisor {
             shared: st.shared.clone(),
             planner: st.spec.planner.clone(),
             tools: st.spec.tools.clone(),
+            hooks: st.spec.hooks.clone(),
+            json_limits: st.policy.json_limits(),
+            parse_turn: st.parse_turn.clone(),
             services: st.services.clone(),
             runs: st.runs.clone(),
             max_runs: st.policy.max_runs,
@@ -118,7 +123,9 @@ impl Actor for AgentSupervisor {
         args: AgentArgs,
     ) -> Result<AgentSupervisorState, ActorProcessingErr> {
         args.policy.validate()?;
-        let mailbox = args.bus.register(args.spec.id)?;
+        let mailbox = args
+            .bus
+            .register_with_budget(args.spec.id, Some(args.policy.max_body_bytes))?;
         let shared = Arc::new(AgentShared {
             id: args.spec.id,
             name: args.spec.name.clone(),
@@ -148,6 +155,7 @@ impl Actor for AgentSupervisor {
             shared,
             spec: args.spec,
             runs: Arc::new(tokio::sync::Semaphore::new(args.policy.max_runs)),
+            parse_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             policy: args.policy,
             services: args.services,
             restarts: VecDeque::new(),

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-pub use settings::{NodeError, NodeSettings};
+pub use settings::{DEFAULT_NODE_BODY_BYTES, NodeError, NodeSettings};
 
 use crate::AgentMsg;
 use crate::services::Services;
@@ -99,7 +99,7 @@ impl Node {
     /// bound and some actors running until the runtime stops.
     pub async fn start(s: NodeSettings) -> Result<Node, NodeError> {
         s.validate()?;
-        let bus = Bus::new(s.limits.mailbox_capacity);
+        let bus = Bus::with_node_budget(s.limits.mailbox_capacity, Some(s.max_body_bytes));
         let authority =
             Arc::new(bus.take_authority(s.identity.peer_id(), s.operators.iter().copied())?);
         let services = Arc::new(Services::new(

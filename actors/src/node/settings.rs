@@ -9,6 +9,9 @@ use crate::error::SettingsError;
 use crate::gate::Gate;
 use crate::{AgentSpec, SupervisionPolicy};
 
+/// Bytes of Call bodies a node holds at most, by default (256 MiB).
+pub const DEFAULT_NODE_BODY_BYTES: usize = 256 << 20;
+
 /// Errors starting or running a node.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -61,6 +64,9 @@ pub struct NodeSettings {
     pub max_sessions: usize,
     /// How long an idle session is kept.
     pub session_ttl: Duration,
+    /// Bytes of Call frames and parsed bodies all agents together may hold
+    /// (queued or in flight); a frame past it is answered `overloaded`.
+    pub max_body_bytes: usize,
 }
 
 impl NodeSettings {
@@ -87,6 +93,7 @@ impl NodeSettings {
             gate: Gate::default(),
             max_sessions: crate::services::DEFAULT_MAX_SESSIONS,
             session_ttl: crate::services::DEFAULT_SESSION_TTL,
+            max_body_bytes: DEFAULT_NODE_BODY_BYTES,
         }
     }
 
@@ -109,6 +116,12 @@ impl NodeSettings {
             return Err(SettingsError::new(
                 "node.agent_ttl_ms",
                 "must be longer than node.heartbeat_interval_ms",
+            ));
+        }
+        if self.max_body_bytes < 64 << 10 || self.max_body_bytes > u32::MAX as usize {
+            return Err(SettingsError::new(
+                "node.max_body_bytes",
+                "must be at least 65536 (64 KiB) and at most 4294967295",
             ));
         }
         if self.max_sessions == 0 {

@@ -57,6 +57,8 @@ pub struct NodeSection {
     pub max_sessions: usize,
     /// An idle session is forgotten after this long (ms).
     pub session_ttl_ms: u64,
+    /// Bytes of Call frames and parsed bodies all agents may hold.
+    pub max_body_bytes: usize,
     /// Drain time on shutdown (ms).
     pub shutdown_grace_ms: u64,
 }

@@ -156,6 +156,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             gate: Gate::default(),
             max_sessions: config.node.max_sessions,
             session_ttl: Duration::from_millis(config.node.session_ttl_ms),
+            max_body_bytes: config.node.max_body_bytes,
         },
         accept_any_peer: config.node.accept_any_peer,
         agents,
