@@ -28,6 +28,16 @@ pub enum CallFailure {
     /// No agent with this id is known here or on the mesh.
     #[error("no agent {0} on this node or the mesh")]
     UnknownAgent(AgentId),
+    /// The agent runs on another node, which alone controls it.
+    #[error(
+        "agent {agent} runs on node {node}; send control Calls to that node's agent (the nil id at {node})"
+    )]
+    NotHere {
+        /// The agent.
+        agent: AgentId,
+        /// Its node's URL.
+        node: String,
+    },
     /// The agent is known but offline (no heartbeat within its TTL).
     #[error("agent {0} is offline: its node has not been heard from within the TTL")]
     AgentOffline(AgentId),
@@ -72,7 +82,7 @@ impl CallFailure {
             CallFailure::InvalidPayload(_) => ErrorCode::INVALID_PAYLOAD,
             CallFailure::Unsupported(_) => ErrorCode::UNSUPPORTED,
             CallFailure::Denied(_) | CallFailure::SessionNotYours(_) => ErrorCode::DENIED,
-            CallFailure::UnknownAgent(_) => ErrorCode::UNKNOWN_AGENT,
+            CallFailure::UnknownAgent(_) | CallFailure::NotHere { .. } => ErrorCode::UNKNOWN_AGENT,
             CallFailure::AgentOffline(_)
             | CallFailure::NotAccepting(_)
             | CallFailure::Restarting(_) => ErrorCode::AGENT_UNAVAILABLE,

@@ -37,7 +37,7 @@ mod slot;
 pub mod tool;
 
 pub use agent::{
-    AgentArgs, AgentMsg, AgentSpec, AgentStatus, AgentSupervisor, AgentSupervisorState,
+    AgentArgs, AgentMsg, AgentSpec, AgentStatus, AgentSupervisor, AgentSupervisorState, AgentView,
     SupervisionPolicy,
 };
 pub use error::{CallFailure, SettingsError};

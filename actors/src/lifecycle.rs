@@ -114,6 +114,18 @@ impl LifecycleState {
         Some((code, format!("agent is {self}")))
     }
 
+    /// How discovery and `agents.list` show an agent in this state:
+    /// `online` (Active), `suspended`, `starting` (Init, Ready) or
+    /// `retiring` (Retiring, Terminated).
+    pub const fn discovery_status(self) -> &'static str {
+        match self {
+            LifecycleState::Active => "online",
+            LifecycleState::Suspended => "suspended",
+            LifecycleState::Init | LifecycleState::Ready => "starting",
+            LifecycleState::Retiring | LifecycleState::Terminated => "retiring",
+        }
+    }
+
     /// Every state, in lifecycle order.
     pub const ALL: [LifecycleState; 6] = [
         LifecycleState::Init,

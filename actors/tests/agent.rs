@@ -168,7 +168,11 @@ async fn calls_are_planned_and_answered() {
         ErrorCode::UNSUPPORTED
     );
     assert_eq!(hooks.boots.load(Ordering::SeqCst), 1);
-    assert_eq!(status(&sup).await.calls_handled, 4, "echo, hook, status, nope");
+    assert_eq!(
+        status(&sup).await.calls_handled,
+        4,
+        "echo, hook, status, nope"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,7 @@ async fn node_with_operators(
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,
+        registry: Default::default(),
     })
     .await
     .unwrap()
@@ -64,6 +65,7 @@ async fn discover(client: &Client, node: &MxpUrl, capability: &str) -> DiscoverR
     let frame = DiscoverRequest {
         capability: capability.into(),
         limit: None,
+        after: None,
     }
     .to_frame(id, id, Flags::EMPTY)
     .unwrap();
@@ -288,6 +290,7 @@ async fn operators_only_when_configured() {
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,
+        registry: Default::default(),
     })
     .await
     .unwrap();

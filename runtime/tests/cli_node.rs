@@ -63,6 +63,7 @@ async fn start(agents: Vec<AgentSpec>, operators: Vec<PeerId>) -> Node {
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,
+        registry: Default::default(),
     })
     .await
     .unwrap()

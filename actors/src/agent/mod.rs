@@ -249,6 +249,29 @@ impl AgentShared {
     }
 }
 
+/// A read-only view of a running agent: its state and status, read
+/// without a message to its actors.
+#[derive(Clone)]
+pub struct AgentView(Arc<AgentShared>);
+
+impl std::fmt::Debug for AgentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgentView({})", self.0.id)
+    }
+}
+
+impl AgentView {
+    /// Its lifecycle state now.
+    pub fn state(&self) -> LifecycleState {
+        self.0.state()
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> AgentStatus {
+        self.0.status()
+    }
+}
+
 /// Counts a Call as in flight until dropped (answered, or lost in a crash).
 struct InFlight(Arc<AgentShared>);
 

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use super::executor::{ExecArgs, Executor};
 use super::kernel::{Kernel, KernelArgs, KernelMsg};
-use super::{AgentShared, AgentSpec, AgentStatus, SupervisionPolicy};
+use super::{AgentShared, AgentSpec, AgentStatus, AgentView, SupervisionPolicy};
 use crate::error::CallFailure;
 use crate::services::Services;
 use crate::slot::{Slot, bridge};
@@ -28,6 +28,8 @@ pub enum AgentMsg {
     ),
     /// Report the agent's status.
     Status(RpcReplyPort<AgentStatus>),
+    /// A view of the agent, to read its state without messages.
+    View(RpcReplyPort<AgentView>),
 }
 
 /// Supervises one agent's kernel and executor: restarts a crashed child
@@ -194,6 +196,9 @@ impl Actor for AgentSupervisor {
         match msg {
             AgentMsg::Status(port) => {
                 let _ = port.send(st.shared.status());
+            }
+            AgentMsg::View(port) => {
+                let _ = port.send(AgentView(st.shared.clone()));
             }
             AgentMsg::Control(t, port) => {
                 let result = match st.shared.kernel.get() {

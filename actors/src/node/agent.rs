@@ -3,6 +3,12 @@
 //! forwards are intents: each passes the gate before it acts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::dial::Dialer;
+use crate::registry::RegistryLimits;
+
+/// The longest a failing mesh node waits between rounds.
+const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(300);
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +29,7 @@ use super::{Hosted, NodeStatus, forward, mesh};
 use crate::AgentMsg;
 use crate::error::CallFailure;
 use crate::gate::OPERATOR_REMEDY;
-use crate::registry::{Owner, RegistryTable};
+use crate::registry::RegistryTable;
 use crate::services::Services;
 use crate::tool::EffectClass;
 
@@ -35,6 +41,16 @@ pub(crate) enum NodeAgentMsg {
     Tick,
     /// Mesh nodes learned from a registration answer.
     Learned(Vec<MxpUrl>),
+    /// How a mesh round with a node went.
+    Dialed {
+        /// The node.
+        url: String,
+        /// Whether it answered.
+        ok: bool,
+    },
+    /// The node is shutting down: tell every mesh node its agents are gone
+    /// (a heartbeat with TTL 0), then answer.
+    Farewell(ractor::RpcReplyPort<()>),
     /// A hosted agent stopped (from the node supervisor).
     Gone(AgentId),
 }
@@ -53,8 +69,9 @@ pub(crate) struct NodeAgentState {
     pub(super) ttl: Duration,
     limits: Limits,
     started: Instant,
-    /// Nodes to heartbeat: seeds and nodes learned, minus this one.
-    pub(super) mesh: BTreeSet<String>,
+    /// Nodes to heartbeat: seeds and nodes learned, minus this one; bounded,
+    /// with backoff.
+    pub(super) dialer: Dialer,
     /// Nodes with a mesh round under way (one at a time per node, so an
     /// unreachable node neither piles up tasks nor delays the others).
     pub(super) in_round: Arc<std::sync::Mutex<BTreeSet<String>>>,
@@ -75,6 +92,7 @@ pub(crate) struct NodeAgentArgs {
     pub(crate) limits: Limits,
     pub(crate) seeds: Vec<MxpUrl>,
     pub(crate) heartbeat: Duration,
+    pub(crate) registry: RegistryLimits,
 }
 
 fn respond(reply: Reply, result: Value) {
@@ -86,9 +104,28 @@ impl NodeAgentState {
     pub(super) fn sync_local(&mut self) {
         let now = Instant::now();
         for (id, h) in &self.hosted {
-            self.table
-                .upsert_local(*id, &h.name, &h.capabilities, &self.url, now);
+            self.table.upsert_local(
+                *id,
+                &h.name,
+                &h.capabilities,
+                &self.url,
+                h.view.state(),
+                now,
+            );
         }
+    }
+
+    /// The registrants' endpoints (one per identity) are what the dialer
+    /// holds besides seeds and nodes learned from answers.
+    pub(super) fn sync_dialer(&mut self, now: Instant) {
+        let urls: Vec<String> = self
+            .table
+            .node_urls()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|u| *u != self.url.to_string())
+            .collect();
+        self.dialer.sync_registrants(&urls, now);
     }
 
     fn handle_envelope(&mut self, env: Envelope) {
@@ -123,9 +160,7 @@ impl NodeAgentState {
                 match self.table.register_remote(&reg, from, self.ttl, now) {
                     Ok(()) => {
                         info!(agent = %reg.agent_id, name = %reg.name.escape_debug(), peer = %from.short(), "remote agent registered");
-                        let node =
-                            MxpUrl::new(reg.endpoint.ip().to_string(), reg.endpoint.port(), None);
-                        self.mesh.insert(node.to_string());
+                        self.sync_dialer(now);
                         let mut nodes: Vec<String> = self
                             .table
                             .node_urls()
@@ -162,11 +197,12 @@ impl NodeAgentState {
             MessageType::AgentDiscover => match DiscoverRequest::from_frame(&frame) {
                 Ok(req) => {
                     self.sync_local();
-                    let limit = req.limit.map_or(100, |l| l.min(1000) as usize);
-                    let agents = self.table.discover(&req.capability, limit);
+                    let limit = req.limit.map_or(100, |l| l.clamp(1, 1000) as usize);
+                    let page = self.table.discover(&req.capability, req.after, limit);
+                    let (agents, next) = fit_page(page.items, page.next, |a| a.agent_id);
                     respond(
                         reply,
-                        serde_json::to_value(DiscoverResult { agents }).unwrap_or_default(),
+                        serde_json::to_value(DiscoverResult { agents, next }).unwrap_or_default(),
                     );
                 }
                 Err(e) => CallFailure::InvalidPayload(e.to_string()).answer(reply),
@@ -190,9 +226,12 @@ impl NodeAgentState {
     /// Forwards a Call for a remote agent, unchanged, to its node, once the
     /// gate allows it.
     fn forward(&self, frame: Frame, principal: Principal, call: &Call, reply: Reply) {
-        let node = match forward::route(&self.table, &call.target, &principal) {
+        let (node, owner) = match forward::route(&self.table, &call.target, &principal) {
             Ok(n) => n,
-            Err(f) => return f.answer(reply),
+            Err(f) => {
+                metrics::counter!("mxp_forwards_total", "outcome" => f.code().name()).increment(1);
+                return f.answer(reply);
+            }
         };
         let intent = forward::intent(
             principal,
@@ -202,6 +241,7 @@ impl NodeAgentState {
             frame.message_id(),
         );
         if let Err(denial) = self.services.gate().check(intent) {
+            metrics::counter!("mxp_forwards_total", "outcome" => "denied").increment(1);
             return CallFailure::Denied(denial).answer(reply);
         }
         let client = self.client.clone();
@@ -209,28 +249,26 @@ impl NodeAgentState {
         let target = call.target;
         tokio::spawn(async move {
             debug!(agent = %target, node = %node, "forwarding call");
-            match client.exchange(&node, frame, deadline).await {
+            let outcome = forward_to(&client, &node, owner, frame, deadline).await;
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err(f) => f.code().name(),
+            };
+            metrics::counter!("mxp_forwards_total", "outcome" => label).increment(1);
+            match outcome {
                 Ok(answer) => {
                     let _ = reply.send(answer);
                 }
-                Err(CallError::Timeout(d)) => {
-                    CallFailure::Timeout(format!("node {node} did not answer within {d:?}"))
-                        .answer(reply)
-                }
-                Err(e) => CallFailure::Unreachable {
-                    node: node.to_string(),
-                    reason: e.to_string(),
-                }
-                .answer(reply),
+                Err(f) => f.answer(reply),
             }
         });
     }
 
     fn control(&mut self, principal: Principal, frame: &Frame, call: &Call, reply: Reply) {
-        let request = match call
-            .parse_body()
+        let (request, params) = match call
+            .parse_body_within(mxp_protocol::JsonLimits::default())
             .map_err(|e| CallFailure::InvalidPayload(e.to_string()))
-            .and_then(|body| ControlRequest::parse(&body))
+            .and_then(|(body, _)| ControlRequest::parse(&body).map(|r| (r, body.params)))
         {
             Ok(r) => r,
             Err(f) => return f.answer(reply),
@@ -248,9 +286,17 @@ impl NodeAgentState {
         }
         match request {
             ControlRequest::NodeStatus => self.node_status(reply),
-            ControlRequest::AgentsList => self.agents_list(reply),
+            ControlRequest::AgentsList => self.agents_list(&params, reply),
             ControlRequest::Lifecycle { transition, agent } => {
                 let Some(h) = self.hosted.get(&agent).cloned() else {
+                    if let Some(r) = self.table.get(&agent) {
+                        // Another node's agent: its node decides, not this one.
+                        return CallFailure::NotHere {
+                            agent,
+                            node: r.node.to_string(),
+                        }
+                        .answer(reply);
+                    }
                     return CallFailure::UnknownAgent(agent).answer(reply);
                 };
                 tokio::spawn(async move {
@@ -275,61 +321,134 @@ impl NodeAgentState {
     }
 
     fn node_status(&self, reply: Reply) {
-        let locals: Vec<Hosted> = self.hosted.values().cloned().collect();
         let (remote_online, remote_offline) = self.table.remote_counts();
-        let base = NodeStatus {
+        let mut status = NodeStatus {
             peer_id: self.me.to_string(),
             url: self.url.to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             local_agents: HashMap::new(),
             remote_online,
             remote_offline,
-            nodes: self.mesh.iter().cloned().collect(),
+            nodes: self.dialer.all(),
             transport: self.server.stats(),
         };
-        tokio::spawn(async move {
-            let mut status = base;
-            for h in locals {
-                if let Some(s) = mesh::agent_status(&h.actor).await {
-                    *status.local_agents.entry(s.state.to_string()).or_default() += 1;
-                }
-            }
-            respond(reply, serde_json::to_value(status).unwrap_or_default());
-        });
+        for h in self.hosted.values() {
+            *status
+                .local_agents
+                .entry(h.view.state().to_string())
+                .or_default() += 1;
+        }
+        respond(reply, serde_json::to_value(status).unwrap_or_default());
     }
 
-    fn agents_list(&mut self, reply: Reply) {
+    /// One page of `agents.list` (`{"after": "<id>", "limit": n}`), in id
+    /// order: local agents with their live status, remote ones with theirs.
+    fn agents_list(&mut self, params: &Value, reply: Reply) {
         self.sync_local();
-        let locals: Vec<Hosted> = self.hosted.values().cloned().collect();
-        let remote: Vec<Value> = self
-            .table
-            .records()
+        let after = params
+            .get("after")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<AgentId>().ok());
+        let limit = params
+            .get("limit")
+            .and_then(Value::as_u64)
+            .map_or(1000, |l| l.clamp(1, 1000) as usize);
+        let page = self.table.page(after, limit);
+        let next = page.next;
+        let me = self.me.to_string();
+        let out: Vec<(AgentId, Value)> = page
+            .items
             .into_iter()
-            .filter(|r| r.owner != Owner::Local)
             .map(|r| {
-                json!({
-                    "agent_id": r.agent_id, "name": r.name, "capabilities": r.capabilities,
-                    "status": if r.online { "online" } else { "offline" },
-                    "location": r.node.to_string(),
-                })
+                let v = match self.hosted.get(&r.agent_id) {
+                    Some(h) => {
+                        let s = h.view.status();
+                        let mut v = serde_json::to_value(&s).unwrap_or_default();
+                        if let Some(obj) = v.as_object_mut() {
+                            obj.insert("status".into(), json!(s.state.discovery_status()));
+                            obj.insert("location".into(), json!("local"));
+                            obj.insert("owner".into(), json!(me));
+                        }
+                        v
+                    }
+                    None => json!({
+                        "agent_id": r.agent_id, "name": r.name, "capabilities": r.capabilities,
+                        "status": if r.online { "online" } else { "offline" },
+                        "location": r.node.to_string(),
+                        "owner": r.info(&self.me).owner,
+                    }),
+                };
+                (r.agent_id, v)
             })
             .collect();
-        tokio::spawn(async move {
-            let mut out = Vec::new();
-            for h in locals {
-                if let Some(s) = mesh::agent_status(&h.actor).await {
-                    let mut v = serde_json::to_value(&s).unwrap_or_default();
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert("status".into(), json!("online"));
-                        obj.insert("location".into(), json!("local"));
-                    }
-                    out.push(v);
-                }
-            }
-            out.extend(remote);
-            respond(reply, json!({ "agents": out }));
-        });
+        let (agents, next) = fit_page(out, next, |(id, _)| *id);
+        let agents: Vec<Value> = agents.into_iter().map(|(_, v)| v).collect();
+        respond(reply, json!({ "agents": agents, "next": next }));
     }
+}
+
+/// The most bytes of entries one page of `agents.list` or discovery holds,
+/// so no answer comes near the frame limit (an entry is at most about
+/// 66 KiB: a 256-byte name and 256 capabilities of 256 bytes).
+pub(crate) const PAGE_BYTES: usize = 1 << 20;
+
+/// Cuts `items` so their JSON fits [`PAGE_BYTES`]; the cursor moves back to
+/// the last entry kept when entries are cut.
+fn fit_page<T: serde::Serialize>(
+    mut items: Vec<T>,
+    next: Option<AgentId>,
+    id: impl Fn(&T) -> AgentId,
+) -> (Vec<T>, Option<AgentId>) {
+    let mut used = 0;
+    let mut keep = items.len();
+    for (i, item) in items.iter().enumerate() {
+        used += serde_json::to_vec(item).map_or(0, |v| v.len() + 1);
+        if used > PAGE_BYTES && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    if keep < items.len() {
+        items.truncate(keep);
+        let cursor = items.last().map(&id);
+        return (items, cursor);
+    }
+    (items, next)
+}
+
+/// Sends a Call for `owner`'s agent to `node`, unchanged, once `node`
+/// proves in its TLS handshake that it is `owner`.
+async fn forward_to(
+    client: &Client,
+    node: &MxpUrl,
+    owner: PeerId,
+    frame: Frame,
+    deadline: Duration,
+) -> Result<Frame, CallFailure> {
+    let unreachable = |reason: String| CallFailure::Unreachable {
+        node: node.to_string(),
+        reason,
+    };
+    let (_, presented) = client
+        .connect(node)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if presented != owner {
+        return Err(unreachable(format!(
+            "it presents identity {}, not {} which registered the agent",
+            presented.short(),
+            owner.short()
+        )));
+    }
+    client
+        .exchange(node, frame, deadline)
+        .await
+        .map_err(|e| match e {
+            CallError::Timeout(d) => {
+                CallFailure::Timeout(format!("node {node} did not answer within {d:?}"))
+            }
+            other => unreachable(other.to_string()),
+        })
 }
 
 impl Actor for NodeAgent {
@@ -342,17 +461,22 @@ impl Actor for NodeAgent {
         myself: ActorRef<NodeAgentMsg>,
         a: NodeAgentArgs,
     ) -> Result<NodeAgentState, ActorProcessingErr> {
-        let mut mesh: BTreeSet<String> = a
-            .seeds
-            .iter()
-            .map(|u| MxpUrl::new(u.host(), u.port(), None).to_string())
-            .collect();
-        mesh.remove(&a.url.to_string());
+        let now = Instant::now();
+        let mut dialer = Dialer::new(
+            a.seeds
+                .iter()
+                .map(|u| MxpUrl::new(u.host(), u.port(), None).to_string()),
+            a.registry.max_nodes,
+            a.heartbeat,
+            MAX_DIAL_BACKOFF,
+            now,
+        );
+        dialer.remove(&a.url.to_string());
         let ticker = myself.send_interval(a.heartbeat, || NodeAgentMsg::Tick);
         // First mesh round right away, not one interval later.
         myself.send_message(NodeAgentMsg::Tick)?;
         let mut st = NodeAgentState {
-            table: RegistryTable::new(),
+            table: RegistryTable::for_node(a.me, Some(a.url.clone()), a.registry),
             hosted: a.hosted,
             client: a.client,
             server: a.server,
@@ -362,8 +486,8 @@ impl Actor for NodeAgent {
             endpoint: a.endpoint,
             ttl: a.ttl,
             limits: a.limits,
-            started: Instant::now(),
-            mesh,
+            started: now,
+            dialer,
             in_round: Arc::new(std::sync::Mutex::new(BTreeSet::new())),
             ticker: Some(ticker),
             heartbeat: a.heartbeat,
@@ -397,13 +521,23 @@ impl Actor for NodeAgent {
             }
             NodeAgentMsg::Tick => mesh::tick(st, &myself),
             NodeAgentMsg::Learned(urls) => {
+                let now = Instant::now();
                 for u in urls {
                     let u = MxpUrl::new(u.host(), u.port(), None);
                     if u != st.url {
-                        st.mesh.insert(u.to_string());
+                        st.dialer.learn(u.to_string(), now);
                     }
                 }
             }
+            NodeAgentMsg::Dialed { url, ok } => {
+                let now = Instant::now();
+                if ok {
+                    st.dialer.succeeded(&url, now);
+                } else {
+                    st.dialer.failed(&url, now);
+                }
+            }
+            NodeAgentMsg::Farewell(port) => mesh::farewell(st, port),
             NodeAgentMsg::Gone(id) => {
                 st.hosted.remove(&id);
                 st.table.remove_local(&id);

@@ -3,7 +3,7 @@
 //! the gate decides before the frame leaves.
 
 use mxp_protocol::AgentId;
-use mxp_transport::{MxpUrl, NODE_AGENT, Principal};
+use mxp_transport::{MxpUrl, NODE_AGENT, PeerId, Principal};
 use serde_json::json;
 
 use crate::error::CallFailure;
@@ -26,7 +26,7 @@ pub fn route(
     table: &RegistryTable,
     target: &AgentId,
     from: &Principal,
-) -> Result<MxpUrl, CallFailure> {
+) -> Result<(MxpUrl, PeerId), CallFailure> {
     if let Some(peer) = from.remote_peer()
         && table.is_node(&peer)
     {
@@ -34,7 +34,10 @@ pub fn route(
     }
     match table.get(target) {
         Some(r) if r.owner == Owner::Local => Err(CallFailure::UnknownAgent(*target)),
-        Some(r) if r.online => Ok(r.node.clone()),
+        Some(r) if r.online => table
+            .route(target)
+            .map(|(url, owner)| (url.clone(), owner))
+            .ok_or(CallFailure::UnknownAgent(*target)),
         Some(_) => Err(CallFailure::AgentOffline(*target)),
         None => Err(CallFailure::UnknownAgent(*target)),
     }
@@ -67,7 +70,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use mxp_protocol::{AgentRegister, ErrorCode};
-    use mxp_transport::{Bus, PeerId};
+    use mxp_transport::Bus;
 
     #[test]
     fn routes_to_online_agents_only_and_names_offline_ones() {
@@ -90,15 +93,23 @@ mod tests {
             t0,
         )
         .unwrap();
-        let url = route(&t, &reg.agent_id, &me).unwrap();
+        let (url, owner) = route(&t, &reg.agent_id, &me).unwrap();
         assert_eq!(url.port(), 9001);
+        assert_eq!(owner, PeerId::from_spki(b"other"));
         let unknown = route(&t, &AgentId::from_bytes([2; 16]), &me).unwrap_err();
         assert_eq!(unknown.code(), ErrorCode::UNKNOWN_AGENT);
         t.sweep(t0 + Duration::from_secs(5));
         let offline = route(&t, &reg.agent_id, &me).unwrap_err();
         assert_eq!(offline.code(), ErrorCode::AGENT_UNAVAILABLE);
         let local: MxpUrl = "mxp://127.0.0.1:9000".parse().unwrap();
-        t.upsert_local(AgentId::from_bytes([3; 16]), "here", &[], &local, t0);
+        t.upsert_local(
+            AgentId::from_bytes([3; 16]),
+            "here",
+            &[],
+            &local,
+            crate::LifecycleState::Active,
+            t0,
+        );
         assert_eq!(
             route(&t, &AgentId::from_bytes([3; 16]), &me)
                 .unwrap_err()

@@ -10,6 +10,7 @@
 
 mod agent;
 pub mod control;
+pub mod dial;
 pub mod forward;
 mod mesh;
 mod settings;
@@ -40,6 +41,7 @@ use supervisor::{NodeMsg, NodeSupervisor, NodeSupervisorArgs};
 #[derive(Clone)]
 pub(crate) struct Hosted {
     pub(crate) actor: ActorRef<AgentMsg>,
+    pub(crate) view: crate::AgentView,
     pub(crate) name: String,
     pub(crate) capabilities: Vec<String>,
 }
@@ -144,7 +146,7 @@ impl Node {
                 url.clone(),
                 services.clone(),
             );
-            let (limits, seeds) = (s.limits.clone(), s.seeds.clone());
+            let (limits, seeds, registry) = (s.limits.clone(), s.seeds.clone(), s.registry);
             let (ttl, heartbeat) = (s.agent_ttl, s.heartbeat_interval);
             Box::new(move |hosted| NodeAgentArgs {
                 hosted,
@@ -158,6 +160,7 @@ impl Node {
                 limits: limits.clone(),
                 seeds: seeds.clone(),
                 heartbeat,
+                registry,
             }) as Box<dyn Fn(BTreeMap<AgentId, Hosted>) -> NodeAgentArgs + Send + Sync>
         };
         let args = NodeSupervisorArgs {
@@ -276,6 +279,12 @@ impl Node {
     /// # Cancel safety
     /// Not cancel safe: dropped part-way, the node may be left half stopped.
     pub async fn shutdown(self, grace: Duration) -> usize {
+        // Tell the mesh first, while the client can still reach it: peers
+        // mark this node's agents offline at once instead of after the TTL.
+        let _ = self
+            .supervisor
+            .call(NodeMsg::Farewell, Some(Duration::from_secs(3)))
+            .await;
         let left = match self
             .supervisor
             .call(

@@ -7,6 +7,7 @@ use mxp_transport::{Limits, MxpUrl, NodeIdentity, PeerId, PeerTrust, TransportEr
 
 use crate::error::SettingsError;
 use crate::gate::Gate;
+use crate::registry::RegistryLimits;
 use crate::{AgentSpec, SupervisionPolicy};
 
 /// Bytes of Call bodies a node holds at most, by default (256 MiB).
@@ -67,6 +68,8 @@ pub struct NodeSettings {
     /// Bytes of Call frames and parsed bodies all agents together may hold
     /// (queued or in flight); a frame past it is answered `overloaded`.
     pub max_body_bytes: usize,
+    /// Bounds of the registry of remote agents and mesh nodes.
+    pub registry: RegistryLimits,
 }
 
 impl NodeSettings {
@@ -94,6 +97,7 @@ impl NodeSettings {
             max_sessions: crate::services::DEFAULT_MAX_SESSIONS,
             session_ttl: crate::services::DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_NODE_BODY_BYTES,
+            registry: RegistryLimits::default(),
         }
     }
 

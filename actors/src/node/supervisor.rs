@@ -25,6 +25,8 @@ pub(crate) enum NodeMsg {
     Retire(Duration, RpcReplyPort<usize>),
     /// The retire grace is over.
     RetireDeadline,
+    /// Tell the mesh this node's agents are gone; answer when done.
+    Farewell(RpcReplyPort<()>),
 }
 
 pub(crate) struct NodeSupervisor;
@@ -104,10 +106,18 @@ impl Actor for NodeSupervisor {
             };
             let (actor, _) =
                 Actor::spawn_linked(None, AgentSupervisor, args, myself.get_cell()).await?;
+            let view = match actor
+                .call(AgentMsg::View, Some(Duration::from_secs(5)))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(v)) => v,
+                _ => return Err(format!("agent {id} did not start").into()),
+            };
             hosted.insert(
                 id,
                 Hosted {
                     actor,
+                    view,
                     name,
                     capabilities,
                 },
@@ -158,6 +168,11 @@ impl Actor for NodeSupervisor {
                 }
             }
             NodeMsg::RetireDeadline => NodeSupervisor::answer_retiring(st),
+            NodeMsg::Farewell(port) => {
+                // If the node agent is restarting, the port is dropped and
+                // the caller stops waiting: peers then learn it by the TTL.
+                let _ = st.node_agent.cast(NodeAgentMsg::Farewell(port));
+            }
         }
         Ok(())
     }

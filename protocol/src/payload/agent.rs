@@ -193,17 +193,22 @@ impl TypedPayload for AgentRegister {
 /// AgentDiscover (`0x02`) payload: a JSON object.
 ///
 /// ```json
-/// {"capability": "fs.read", "limit": 32}
+/// {"capability": "fs.read", "limit": 32, "after": "67e55044-…"}
 /// ```
 ///
-/// The node answers with a Response whose body's `result` is a [`DiscoverResult`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The node answers with a Response whose body's `result` is a [`DiscoverResult`],
+/// one page of agents in id order; `after` (the previous page's `next`)
+/// asks for the page that follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DiscoverRequest {
     /// The capability wanted, 1 to 256 bytes.
     pub capability: String,
     /// At most this many agents in the answer; the node's default if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only agents whose id sorts after this one (paging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AgentId>,
 }
 
 /// One agent in a [`DiscoverResult`].
@@ -219,13 +224,24 @@ pub struct AgentInfo {
     pub endpoint: String,
     /// `online` or `offline` (heartbeats stopped).
     pub status: String,
+    /// The fingerprint of the node that registered it (for a local agent,
+    /// the answering node's): names are chosen by registrants and are not
+    /// keys; this, with the id, says whose agent it is.
+    #[serde(default)]
+    pub owner: String,
+    /// Whether it runs on the answering node.
+    #[serde(default)]
+    pub local: bool,
 }
 
 /// The `result` of a Response to AgentDiscover.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DiscoverResult {
-    /// Matching agents.
+    /// Matching agents, in id order.
     pub agents: Vec<AgentInfo>,
+    /// Where the next page starts (send it as `after`); absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<AgentId>,
 }
 
 impl TypedPayload for DiscoverRequest {
@@ -367,6 +383,7 @@ mod tests {
         let req = DiscoverRequest {
             capability: "fs.read".into(),
             limit: Some(3),
+            after: None,
         };
         let f = req.to_frame(1, 2, Flags::EMPTY).unwrap();
         assert_eq!(DiscoverRequest::from_frame(&f).unwrap(), req);

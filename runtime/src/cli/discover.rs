@@ -58,6 +58,7 @@ pub fn request(capability: &str, limit: Option<u32>) -> Result<DiscoverRequest, 
     Ok(DiscoverRequest {
         capability: capability.to_owned(),
         limit,
+        after: None,
     })
 }
 
@@ -126,6 +127,8 @@ mod tests {
                     capabilities: vec!["echo".into(), "demo".into()],
                     endpoint: format!("mxp://127.0.0.1:9000/{id}"),
                     status: "online".into(),
+                    owner: String::new(),
+                    local: false,
                 },
                 AgentInfo {
                     agent_id: id,
@@ -133,8 +136,11 @@ mod tests {
                     capabilities: vec!["echo".into()],
                     endpoint: format!("mxp://10.0.0.20:9000/{id}"),
                     status: "offline".into(),
+                    owner: String::new(),
+                    local: false,
                 },
             ],
+            next: None,
         };
         assert_eq!(
             format_found(&found),
@@ -143,7 +149,13 @@ mod tests {
                  mxp://10.0.0.20:9000/{id}  echo-2  offline  echo\n"
             )
         );
-        assert_eq!(format_found(&DiscoverResult { agents: vec![] }), "");
+        assert_eq!(
+            format_found(&DiscoverResult {
+                agents: vec![],
+                next: None
+            }),
+            ""
+        );
     }
 
     #[test]
@@ -152,7 +164,8 @@ mod tests {
             request("echo", Some(5)).unwrap(),
             DiscoverRequest {
                 capability: "echo".into(),
-                limit: Some(5)
+                limit: Some(5),
+                after: None,
             }
         );
         let err = request("", None).unwrap_err();

@@ -25,9 +25,37 @@ pub struct Config {
     pub transport: Limits,
     /// `[supervision]`.
     pub supervision: SupervisionPolicy,
+    /// `[mesh]`.
+    pub mesh: MeshSection,
     /// `[[agents]]`.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
+}
+
+/// `[mesh]`: bounds of the registry of remote agents and mesh nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// Agents one registering identity may hold here.
+    pub max_agents_per_peer: usize,
+    /// Remote agents held in all.
+    pub max_remote_agents: usize,
+    /// Mesh nodes known (and dialled) in all, besides seeds.
+    pub max_nodes: usize,
+    /// A remote agent offline this long (ms) is forgotten; its id is free again.
+    pub forget_after_ms: u64,
+}
+
+impl MeshSection {
+    /// As the registry takes them.
+    pub fn limits(&self) -> mxp_actors::registry::RegistryLimits {
+        mxp_actors::registry::RegistryLimits {
+            max_agents_per_peer: self.max_agents_per_peer,
+            max_remote_agents: self.max_remote_agents,
+            max_nodes: self.max_nodes,
+            forget_after: std::time::Duration::from_millis(self.forget_after_ms),
+        }
+    }
 }
 
 /// `[node]`.
@@ -235,6 +263,15 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        for (key, v) in [
+            ("mesh.max_agents_per_peer", self.mesh.max_agents_per_peer),
+            ("mesh.max_remote_agents", self.mesh.max_remote_agents),
+            ("mesh.max_nodes", self.mesh.max_nodes),
+        ] {
+            if v == 0 {
+                return Err(key_err(key, "must be at least 1"));
+            }
         }
         if self.node.max_sessions == 0 {
             return Err(key_err("node.max_sessions", "must be at least 1"));

@@ -157,6 +157,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             max_sessions: config.node.max_sessions,
             session_ttl: Duration::from_millis(config.node.session_ttl_ms),
             max_body_bytes: config.node.max_body_bytes,
+            registry: config.mesh.limits(),
         },
         accept_any_peer: config.node.accept_any_peer,
         agents,
