@@ -61,7 +61,7 @@ fn request() -> Request {
         node: Fingerprint([3; 32]),
     };
     let args =
-        Arguments::from_json(&serde_json::json!({ "path": "/tmp/1/report.txt", "count": 3 }))
+        Arguments::from_json(&serde_json::json!({ "path": "/tmp/0/report.txt", "count": 3 }))
             .unwrap();
     let context = RequestContext::new(
         "s-bench".parse().unwrap(),
@@ -74,7 +74,7 @@ fn request() -> Request {
     Request::new(
         principal,
         Action::tool("t3").unwrap(),
-        Resource::Path("/tmp/1/report.txt".into()),
+        Resource::Path("/tmp/0/report.txt".into()),
         context,
     )
 }

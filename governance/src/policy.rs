@@ -56,3 +56,8 @@ pub use request::{
     MAX_TOOL_NAME, Request, RequestContext, Resource, Zone,
 };
 pub use schema::{DEFAULT_FILES, SCHEMA};
+
+/// The Cedar crate this module is built on (4.x), for callers that compare
+/// with Cedar's own evaluation ([`PolicyEngine::policy_set`],
+/// [`PolicyEngine::cedar_request`]) without a version skew.
+pub use cedar_policy as cedar;
