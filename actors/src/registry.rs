@@ -109,6 +109,9 @@ pub enum RegistryError {
     /// The table holds as many remote agents as it may.
     #[error("this node knows {0} remote agents, the most it holds (mesh.max_remote_agents)")]
     Full(usize),
+    /// The remote records would hold more bytes than the registry may.
+    #[error("this node's registry holds {0} bytes of remote agents' names and capabilities, the most it holds (mesh.max_registry_bytes)")]
+    TooManyBytes(usize),
     /// The table knows as many mesh nodes as it may.
     #[error("this node knows {0} mesh nodes, the most it holds (mesh.max_nodes)")]
     TooManyNodes(usize),
@@ -125,6 +128,8 @@ pub struct RegistryLimits {
     pub max_nodes: usize,
     /// A record offline this long is forgotten; its id is free again.
     pub forget_after: Duration,
+    /// Bytes of remote agents' names and capabilities held in all.
+    pub max_bytes: usize,
 }
 
 impl Default for RegistryLimits {
@@ -134,6 +139,7 @@ impl Default for RegistryLimits {
             max_remote_agents: 65_536,
             max_nodes: 256,
             forget_after: Duration::from_secs(600),
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -156,6 +162,11 @@ pub struct Page<T> {
     pub next: Option<AgentId>,
 }
 
+/// Bytes a record's name and capabilities count for.
+fn record_bytes(name: &str, capabilities: &[String]) -> usize {
+    name.len() + capabilities.iter().map(|c| c.len() + 8).sum::<usize>() + 64
+}
+
 /// The registry table.
 #[derive(Debug)]
 pub struct RegistryTable {
@@ -164,6 +175,8 @@ pub struct RegistryTable {
     per_peer: HashMap<PeerId, usize>,
     /// Remote records in all (the sum of `per_peer`).
     remote: usize,
+    /// Bytes of remote records' names and capabilities.
+    remote_bytes: usize,
     /// Mesh nodes: one endpoint per registering identity.
     nodes: BTreeMap<PeerId, MxpUrl>,
     /// Ids of agents this node hosted and retired: never claimable by a peer.
@@ -194,6 +207,7 @@ impl RegistryTable {
             by_capability: BTreeMap::new(),
             per_peer: HashMap::new(),
             remote: 0,
+            remote_bytes: 0,
             nodes: BTreeMap::new(),
             retired: HashSet::new(),
             me,
@@ -228,6 +242,7 @@ impl RegistryTable {
         self.unindex(&r);
         if let Owner::Peer(p) = r.owner {
             self.remote = self.remote.saturating_sub(1);
+            self.remote_bytes = self.remote_bytes.saturating_sub(record_bytes(&r.name, &r.capabilities));
             let left = self.per_peer.get_mut(&p).map(|n| {
                 *n = n.saturating_sub(1);
                 *n
@@ -245,6 +260,7 @@ impl RegistryTable {
         if let Owner::Peer(p) = r.owner {
             *self.per_peer.entry(p).or_default() += 1;
             self.remote += 1;
+            self.remote_bytes += record_bytes(&r.name, &r.capabilities);
         }
         self.agents.insert(r.agent_id, r);
     }
@@ -363,6 +379,15 @@ impl RegistryTable {
             if !self.nodes.contains_key(&from) && self.nodes.len() >= self.limits.max_nodes {
                 return Err(RegistryError::TooManyNodes(self.nodes.len()));
             }
+        }
+        let replaced = self
+            .agents
+            .get(&reg.agent_id)
+            .map_or(0, |r| record_bytes(&r.name, &r.capabilities));
+        let bytes = self.remote_bytes - replaced.min(self.remote_bytes)
+            + record_bytes(&reg.name, &reg.capabilities);
+        if bytes > self.limits.max_bytes {
+            return Err(RegistryError::TooManyBytes(self.remote_bytes));
         }
         // An expired record of another owner, or this peer's own: replaced.
         self.forget(&reg.agent_id);
@@ -624,6 +649,7 @@ mod tests {
             max_remote_agents: 3,
             max_nodes: 2,
             forget_after: Duration::from_secs(60),
+            max_bytes: 1 << 20,
         };
         let mut t = RegistryTable::for_node(peer(0), None, limits);
         let ttl = Duration::from_secs(10);
@@ -652,6 +678,18 @@ mod tests {
             t.register_remote(&reg(3, &[]), peer(3), ttl, now),
             Err(RegistryError::TooManyNodes(2))
         );
+        // Bytes of names and capabilities are bounded too.
+        let limits = RegistryLimits {
+            max_bytes: 1000,
+            ..RegistryLimits::default()
+        };
+        let mut t = RegistryTable::for_node(peer(0), None, limits);
+        let big: Vec<&str> = vec!["c"; 100];
+        t.register_remote(&reg(1, &big), peer(1), ttl, now).unwrap();
+        assert!(matches!(
+            t.register_remote(&reg(2, &big), peer(1), ttl, now),
+            Err(RegistryError::TooManyBytes(_))
+        ));
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct MeshSection {
     pub max_nodes: usize,
     /// A remote agent offline this long (ms) is forgotten; its id is free again.
     pub forget_after_ms: u64,
+    /// Bytes of remote agents' names and capabilities held in all.
+    pub max_registry_bytes: usize,
 }
 
 impl MeshSection {
@@ -54,6 +56,7 @@ impl MeshSection {
             max_remote_agents: self.max_remote_agents,
             max_nodes: self.max_nodes,
             forget_after: std::time::Duration::from_millis(self.forget_after_ms),
+            max_bytes: self.max_registry_bytes,
         }
     }
 }
@@ -268,6 +271,7 @@ impl Config {
             ("mesh.max_agents_per_peer", self.mesh.max_agents_per_peer),
             ("mesh.max_remote_agents", self.mesh.max_remote_agents),
             ("mesh.max_nodes", self.mesh.max_nodes),
+            ("mesh.max_registry_bytes", self.mesh.max_registry_bytes),
         ] {
             if v == 0 {
                 return Err(key_err(key, "must be at least 1"));
