@@ -50,6 +50,10 @@ pub enum CallFailure {
     /// The agent is retiring or terminated.
     #[error("agent is {0}")]
     Retired(LifecycleState),
+    /// The agent retired while the Call was in flight, and the drain
+    /// deadline passed before it finished.
+    #[error("the agent retired before this Call finished (supervision.drain_timeout_ms passed)")]
+    Drained,
     /// A lifecycle transition the agent's state does not allow.
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
@@ -86,7 +90,7 @@ impl CallFailure {
             CallFailure::AgentOffline(_)
             | CallFailure::NotAccepting(_)
             | CallFailure::Restarting(_) => ErrorCode::AGENT_UNAVAILABLE,
-            CallFailure::Retired(_) => ErrorCode::AGENT_RETIRED,
+            CallFailure::Retired(_) | CallFailure::Drained => ErrorCode::AGENT_RETIRED,
             CallFailure::InvalidTransition(_) => ErrorCode::INVALID_TRANSITION,
             CallFailure::Unreachable { .. } => ErrorCode::UNREACHABLE,
             CallFailure::Timeout(_) => ErrorCode::TIMEOUT,

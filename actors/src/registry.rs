@@ -110,7 +110,9 @@ pub enum RegistryError {
     #[error("this node knows {0} remote agents, the most it holds (mesh.max_remote_agents)")]
     Full(usize),
     /// The remote records would hold more bytes than the registry may.
-    #[error("this node's registry holds {0} bytes of remote agents' names and capabilities, the most it holds (mesh.max_registry_bytes)")]
+    #[error(
+        "this node's registry holds {0} bytes of remote agents' names and capabilities, the most it holds (mesh.max_registry_bytes)"
+    )]
     TooManyBytes(usize),
     /// The table knows as many mesh nodes as it may.
     #[error("this node knows {0} mesh nodes, the most it holds (mesh.max_nodes)")]
@@ -242,7 +244,9 @@ impl RegistryTable {
         self.unindex(&r);
         if let Owner::Peer(p) = r.owner {
             self.remote = self.remote.saturating_sub(1);
-            self.remote_bytes = self.remote_bytes.saturating_sub(record_bytes(&r.name, &r.capabilities));
+            self.remote_bytes = self
+                .remote_bytes
+                .saturating_sub(record_bytes(&r.name, &r.capabilities));
             let left = self.per_peer.get_mut(&p).map(|n| {
                 *n = n.saturating_sub(1);
                 *n

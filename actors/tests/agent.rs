@@ -321,6 +321,50 @@ async fn retiring_drains_in_flight_calls_then_terminates() {
     assert_eq!(hooks.shutdowns.load(Ordering::SeqCst), 1);
 }
 
+/// `drain_timeout_ms` holds while a Call is still running: at the deadline
+/// the run ends, its caller is answered `agent_retired`, and the agent
+/// terminates (before, a busy agent took 8.8 s against a 5 s limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_holds_while_a_call_is_still_running() {
+    let (bus, sup, hooks) = start(SupervisionPolicy {
+        tick_ms: 20,
+        drain_timeout_ms: 100,
+        ..Default::default()
+    })
+    .await;
+    let stuck = {
+        let bus = bus.clone();
+        // Planned for ten minutes: only the drain deadline can end it.
+        tokio::spawn(async move { call(&bus, "slow", json!(600_000)).await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while status(&sup).await.in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        control(&sup, Transition::Retire).await,
+        Ok(LifecycleState::Retiring)
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), stuck)
+        .await
+        .expect("the stuck Call was answered at the drain deadline")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AGENT_RETIRED, "{err}");
+    assert!(err.to_string().contains("drain_timeout_ms"), "{err}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.contains(&ID) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the agent terminated");
+    assert_eq!(hooks.shutdowns.load(Ordering::SeqCst), 1);
+}
+
 /// The agent's work in flight is bounded: with the planner busy, the bridge
 /// stops reading, the mailbox fills and callers are told `overloaded` at
 /// once, rather than Calls piling up unanswered in the actor's queue.

@@ -151,10 +151,13 @@ async fn serve(env: Arc<RunEnv>, job: Job) {
         _permit,
     } = job;
     let trace = (reply.trace_id(), reply.call_id());
+    let mut stopped = env.shared.stopped.subscribe();
     let outcome = tokio::select! {
         biased;
         out = admit_and_run(&env, frame, &principal, &mut held, trace) => Some(out),
         () = reply.closed() => None,
+        // Past the drain deadline the agent terminated: the run ends here.
+        _ = stopped.wait_for(|s| *s) => Some(Err(Failed::Answer(CallFailure::Drained))),
     };
     env.shared.calls.fetch_add(1, Ordering::Relaxed);
     metrics::histogram!("mxp_call_duration_seconds").record(started.elapsed().as_secs_f64());

@@ -55,6 +55,8 @@ pub(crate) struct KernelArgs {
 impl Kernel {
     fn terminate(state: &mut KernelState, myself: &ActorRef<KernelMsg>) {
         state.shared.set_state(LifecycleState::Terminated);
+        // Runs still in flight past the drain end now, answered `agent_retired`.
+        state.shared.stopped.send_replace(true);
         state.hooks.on_shutdown(&state.shared.context());
         info!(agent = %state.shared.id, "agent terminated");
         myself.stop(Some("terminated".into()));

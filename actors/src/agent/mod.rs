@@ -208,6 +208,9 @@ pub(crate) struct AgentShared {
     started: Instant,
     kernel: Arc<Slot<kernel::KernelMsg>>,
     executor: Slot<executor::ExecMsg>,
+    /// Set when the agent terminates: runs still in flight end at once
+    /// (past the drain deadline), their callers answered `agent_retired`.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl AgentShared {

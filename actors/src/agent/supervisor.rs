@@ -138,6 +138,7 @@ impl Actor for AgentSupervisor {
             restarts: AtomicU64::new(0),
             started: Instant::now(),
             kernel: Arc::new(Slot::empty()),
+            stopped: tokio::sync::watch::Sender::new(false),
             executor: Slot::empty(),
         });
         let bridge = tokio::spawn(bridge(
@@ -178,6 +179,7 @@ impl Actor for AgentSupervisor {
         if st.shared.state() != LifecycleState::Terminated {
             st.shared.set_state(LifecycleState::Terminated);
         }
+        st.shared.stopped.send_replace(true);
         if let Some(k) = st.shared.kernel.take() {
             k.stop(None);
         }
