@@ -390,3 +390,45 @@ async fn shutdown_and_suspension_are_seen_across_the_mesh_before_the_ttl() {
     .await;
     a.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A mesh node is a peer with agents registered here: its Calls for another
+/// node's agents are not forwarded again (one hop), and the answer says
+/// where the agent runs; a peer that registers nothing is forwarded for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_nodes_calls_go_one_hop_and_name_the_agents_node() {
+    let n = node(vec![spec(1, "demo", &["demo"])], Opts::default()).await;
+    let url = n.url().clone().with_agent(NODE_AGENT);
+    let other = client(&NodeIdentity::generate().unwrap());
+    let far = reg(1, "far", SocketAddrV4::new([127, 0, 0, 1].into(), 7));
+    register(&other, &url, &far).await.unwrap();
+    let meshy = client(&NodeIdentity::generate().unwrap());
+    register(
+        &meshy,
+        &url,
+        &reg(2, "mine", SocketAddrV4::new([127, 0, 0, 1].into(), 8)),
+    )
+    .await
+    .unwrap();
+    let err = meshy
+        .call(
+            &n.url().clone().with_agent(far.agent_id),
+            &CallBody::new("echo", json!(1)),
+            WAIT,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UNKNOWN_AGENT, "{err}");
+    assert!(err.to_string().contains("127.0.0.1:7"), "{err}");
+    // A plain client is forwarded for (here: the node at :7 is not there).
+    let plain = client(&NodeIdentity::generate().unwrap());
+    let err = plain
+        .call(
+            &n.url().clone().with_agent(far.agent_id),
+            &CallBody::new("echo", json!(1)),
+            WAIT,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UNREACHABLE, "{err}");
+    n.shutdown(Duration::from_secs(2)).await;
+}

@@ -18,8 +18,11 @@ pub const FORWARD: &str = "mesh.forward";
 ///
 /// # Errors
 /// * [`CallFailure::UnknownAgent`]: no record of the agent, or it is one of
-///   this node's (retired) ids, or the Call came from another mesh node
-///   (forwards are one hop: a node never forwards what a node forwarded);
+///   this node's (retired) ids;
+/// * [`CallFailure::NotHere`]: the Call came from a *mesh node* (a peer that
+///   has agents registered here) and is for an agent of another node:
+///   forwards are one hop, so a node never forwards what a node forwarded;
+///   the answer names the agent's node;
 /// * [`CallFailure::AgentOffline`]: the agent is known but its node has not
 ///   been heard from within the TTL.
 pub fn route(
@@ -30,7 +33,15 @@ pub fn route(
     if let Some(peer) = from.remote_peer()
         && table.is_node(&peer)
     {
-        return Err(CallFailure::UnknownAgent(*target));
+        // One hop: a mesh node's Call is never forwarded again. Say where the
+        // agent is, so the node can call it there itself.
+        return Err(match table.get(target) {
+            Some(r) if r.owner != Owner::Local => CallFailure::NotHere {
+                agent: *target,
+                node: r.node.to_string(),
+            },
+            _ => CallFailure::UnknownAgent(*target),
+        });
     }
     match table.get(target) {
         Some(r) if r.owner == Owner::Local => Err(CallFailure::UnknownAgent(*target)),
