@@ -96,6 +96,13 @@ pub use ledger::NonceLedger;
 pub use mint::PROOF_CONTEXT;
 pub use verify::{CallIntent, VerifiedToken, Verifier};
 
+/// The BLAKE3 crate this module hashes and MACs with, re-exported so
+/// callers (and benchmarks) use the same version.
+pub use blake3;
+/// The Ed25519 crate of [`SigningIdentity`] and [`Verifier::add_issuer`]'s
+/// `VerifyingKey`, re-exported so callers build keys with the same version.
+pub use ed25519_dalek;
+
 /// Which of the two forms a token is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -202,7 +209,15 @@ impl Token {
     /// # Errors
     /// [`TokenError::Malformed`].
     pub fn decode(bytes: &[u8]) -> Result<Token, TokenError> {
-        let form = format::parse(bytes)?.form;
+        let parsed = format::parse(bytes)?;
+        if !format::session_syntax_ok(parsed.root.session) {
+            return Err(DecodeError::InvalidValue {
+                field: "session",
+                reason: "not 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+            }
+            .into());
+        }
+        let form = parsed.form;
         Ok(Token {
             bytes: bytes.to_vec(),
             form,
@@ -254,7 +269,7 @@ impl Token {
 
     /// How many attenuation blocks it carries.
     pub fn blocks(&self) -> usize {
-        format::parse(&self.bytes).map_or(0, |p| p.blocks().len())
+        format::parse(&self.bytes).map_or(0, |p| p.block_count)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The binary format: writing claims and blocks, and a zero-copy parse of
-//! untrusted bytes through [`Reader`], which cannot over-read.
+//! untrusted bytes through [`Cur`], a cursor that cannot over-read.
 //!
 //! The layout is specified in docs/TOKENS.md; in short:
 //!
@@ -8,7 +8,6 @@
 //! Ed25519: header root_body sig[64] (block_body sig[64])* proof[32]
 //! ```
 
-use mxp_protocol::cursor::Reader;
 use mxp_protocol::{AgentId, DecodeError, EncodeError, Fingerprint, PrincipalId, SessionId};
 
 use super::args::ArgsDigest;
@@ -39,6 +38,115 @@ pub(crate) const PROOF_LEN: usize = 32;
 
 const WHAT: &str = "capability token";
 
+/// A forward-only cursor over untrusted bytes that cannot read past them:
+/// `mxp_protocol::cursor::Reader`'s contract, specialised for the token's
+/// hot path (one bounds check per read, through `split_first_chunk` and
+/// `split_at_checked`; errors built only on the cold path).
+#[derive(Clone, Copy)]
+pub(crate) struct Cur<'a> {
+    buf: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> Cur<'a> {
+    pub(crate) const fn new(buf: &'a [u8]) -> Cur<'a> {
+        Cur { buf, rest: buf }
+    }
+
+    /// Bytes read so far.
+    #[inline]
+    pub(crate) const fn position(&self) -> usize {
+        self.buf.len() - self.rest.len()
+    }
+
+    /// The `back` bytes before the cursor and the `ahead` bytes after it,
+    /// as one slice (empty if out of range).
+    pub(crate) fn back(&self, back: usize, ahead: usize) -> &'a [u8] {
+        let at = self.position();
+        at.checked_sub(back)
+            .and_then(|from| self.buf.get(from..at.saturating_add(ahead)))
+            .unwrap_or_default()
+    }
+
+    /// Bytes not yet read.
+    #[inline]
+    pub(crate) const fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    #[cold]
+    fn short(&self, n: usize) -> DecodeError {
+        DecodeError::PayloadTruncated {
+            what: WHAT,
+            needed: self.position().saturating_add(n),
+            available: self.buf.len(),
+        }
+    }
+
+    /// The next `n` bytes; on error the cursor does not move.
+    #[inline]
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        match self.rest.split_at_checked(n) {
+            Some((head, tail)) => {
+                self.rest = tail;
+                Ok(head)
+            }
+            None => Err(self.short(n)),
+        }
+    }
+
+    /// The next `N` bytes as an array reference.
+    #[inline]
+    pub(crate) fn chunk<const N: usize>(&mut self) -> Result<&'a [u8; N], DecodeError> {
+        match self.rest.split_first_chunk::<N>() {
+            Some((head, tail)) => {
+                self.rest = tail;
+                Ok(head)
+            }
+            None => Err(self.short(N)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let [b] = *self.chunk::<1>()?;
+        Ok(b)
+    }
+
+    #[inline]
+    pub(crate) fn u16_le(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(*self.chunk()?))
+    }
+
+    #[inline]
+    pub(crate) fn u64_le(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(*self.chunk()?))
+    }
+
+    /// A `u16`-length-prefixed byte string of at most `limit` bytes; the
+    /// length is checked against the limit before anything is read.
+    #[inline]
+    pub(crate) fn bytes_u16(
+        &mut self,
+        field: &'static str,
+        limit: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        let len = usize::from(self.u16_le()?);
+        if len > limit {
+            return Err(DecodeError::LimitExceeded { field, len, limit });
+        }
+        self.take(len)
+    }
+
+    /// Ends decoding, refusing trailing bytes.
+    pub(crate) const fn finish(self) -> Result<(), DecodeError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            extra => Err(DecodeError::PayloadTrailingBytes { what: WHAT, extra }),
+        }
+    }
+}
+
 pub(crate) const fn form_byte(form: TokenForm) -> u8 {
     match form {
         TokenForm::Mac => 1,
@@ -49,7 +157,8 @@ pub(crate) const fn form_byte(form: TokenForm) -> u8 {
 /// The raw bytes of one grant inside a token: a tool name and a digest.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct GrantRef<'a> {
-    pub(crate) tool: &'a str,
+    /// UTF-8, checked by the parse.
+    pub(crate) tool: &'a [u8],
     pub(crate) digest: &'a [u8; 32],
 }
 
@@ -63,18 +172,13 @@ pub(crate) struct GrantsRef<'a> {
 }
 
 impl<'a> GrantsRef<'a> {
-    pub(crate) const EMPTY: GrantsRef<'static> = GrantsRef {
-        bytes: &[],
-        count: 0,
-    };
-
     pub(crate) const fn len(&self) -> usize {
         self.count
     }
 
     pub(crate) fn iter(&self) -> GrantIter<'a> {
         GrantIter {
-            r: Reader::new(self.bytes, WHAT),
+            r: Cur::new(self.bytes),
             left: self.count,
         }
     }
@@ -98,7 +202,7 @@ impl<'a> GrantsRef<'a> {
     pub(crate) fn to_owned_grants(self) -> Vec<Grant> {
         self.iter()
             .map(|g| Grant {
-                tool: g.tool.to_owned(),
+                tool: String::from_utf8_lossy(g.tool).into_owned(),
                 args_digest: ArgsDigest(*g.digest),
             })
             .collect()
@@ -107,7 +211,7 @@ impl<'a> GrantsRef<'a> {
 
 /// Iterates grants already validated by [`read_grants`].
 pub(crate) struct GrantIter<'a> {
-    r: Reader<'a>,
+    r: Cur<'a>,
     left: usize,
 }
 
@@ -119,8 +223,8 @@ impl<'a> Iterator for GrantIter<'a> {
             return None;
         }
         self.left -= 1;
-        let tool = self.r.str_u16("tool", MAX_TOOL_LEN).ok()?;
-        let digest = self.r.take(32).ok()?.try_into().ok()?;
+        let tool = self.r.bytes_u16("tool", MAX_TOOL_LEN).ok()?;
+        let digest = self.r.chunk::<32>().ok()?;
         Some(GrantRef { tool, digest })
     }
 }
@@ -131,7 +235,8 @@ pub(crate) struct RootRef<'a> {
     pub(crate) issuer: Fingerprint,
     pub(crate) principal: PrincipalId,
     pub(crate) agent: AgentId,
-    pub(crate) session: &'a str,
+    /// ASCII, checked by the parse.
+    pub(crate) session: &'a [u8],
     pub(crate) not_after_unix_ms: u64,
     pub(crate) nonce: Nonce,
     pub(crate) grants: GrantsRef<'a>,
@@ -160,18 +265,6 @@ pub(crate) struct BlockRef<'a> {
 const NO_KEY: &[u8; 32] = &[0; 32];
 const NO_SIG: &[u8; 64] = &[0; 64];
 
-impl BlockRef<'_> {
-    const EMPTY: BlockRef<'static> = BlockRef {
-        body: &[],
-        signed: &[],
-        signature: NO_SIG,
-        not_after_unix_ms: 0,
-        grants: GrantsRef::EMPTY,
-        next_key: NO_KEY,
-        next_commit: NO_KEY,
-    };
-}
-
 /// A whole token, parsed without allocating.
 pub(crate) struct Parsed<'a> {
     pub(crate) form: TokenForm,
@@ -180,53 +273,127 @@ pub(crate) struct Parsed<'a> {
     pub(crate) root: RootRef<'a>,
     /// Ed25519: the issuer's signature of `root_signed`.
     pub(crate) root_signature: &'a [u8; 64],
-    blocks: [BlockRef<'a>; MAX_BLOCKS],
-    block_count: usize,
+    /// At the first block (already checked once, read again on demand).
+    blocks_at: Cur<'a>,
+    pub(crate) block_count: usize,
     /// MAC: the tag; Ed25519: the proof.
     pub(crate) trailer: &'a [u8; 32],
 }
 
 impl<'a> Parsed<'a> {
-    pub(crate) fn blocks(&self) -> &[BlockRef<'a>] {
-        self.blocks.get(..self.block_count).unwrap_or_default()
+    /// The attenuation blocks, in order. `parse` has read them all once, so
+    /// no error is expected; should one occur, it is reported, never skipped.
+    pub(crate) const fn blocks(&self) -> Blocks<'a> {
+        Blocks {
+            r: self.blocks_at,
+            form: self.form,
+            left: self.block_count,
+        }
     }
+
+    /// The last block, if any.
+    pub(crate) fn last_block(&self) -> Result<Option<BlockRef<'a>>, DecodeError> {
+        let mut last = None;
+        for b in self.blocks() {
+            last = Some(b?);
+        }
+        Ok(last)
+    }
+}
+
+/// Iterates a token's blocks.
+pub(crate) struct Blocks<'a> {
+    r: Cur<'a>,
+    form: TokenForm,
+    left: usize,
+}
+
+impl<'a> Iterator for Blocks<'a> {
+    type Item = Result<BlockRef<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let b = read_block(&mut self.r, self.form);
+        if b.is_err() {
+            self.left = 0;
+        }
+        Some(b)
+    }
+}
+
+/// Reads one block at `r`. For Ed25519, `r` is positioned at the previous
+/// signature's end; the signed bytes start 64 bytes before the body.
+fn read_block<'a>(r: &mut Cur<'a>, form: TokenForm) -> Result<BlockRef<'a>, DecodeError> {
+    let start = *r;
+    if r.u8()? != BLOCK_MARKER {
+        return Err(invalid("block", "an attenuation block starts with 0x42"));
+    }
+    let not_after_unix_ms = r.u64_le()?;
+    let grants = read_grants(r, true)?;
+    let (next_key, next_commit) = match form {
+        TokenForm::Mac => (NO_KEY, NO_KEY),
+        TokenForm::Ed25519 => (arr::<32>(r)?, arr::<32>(r)?),
+    };
+    let body_len = r.position() - start.position();
+    let body = start.rest.get(..body_len).unwrap_or_default();
+    let (signed, signature) = match form {
+        TokenForm::Mac => (&[][..], NO_SIG),
+        TokenForm::Ed25519 => {
+            // The previous signature precedes the body in the token.
+            let signed = start.back(SIG_LEN, body_len);
+            (signed, arr::<SIG_LEN>(r)?)
+        }
+    };
+    Ok(BlockRef {
+        body,
+        signed,
+        signature,
+        not_after_unix_ms,
+        grants,
+        next_key,
+        next_commit,
+    })
 }
 
 fn invalid(field: &'static str, reason: &'static str) -> DecodeError {
     DecodeError::InvalidValue { field, reason }
 }
 
-fn arr<'a, const N: usize>(r: &mut Reader<'a>) -> Result<&'a [u8; N], DecodeError> {
-    r.take(N)?
-        .try_into()
-        .map_err(|_| invalid("token", "internal length error"))
+#[inline]
+fn arr<'a, const N: usize>(r: &mut Cur<'a>) -> Result<&'a [u8; N], DecodeError> {
+    r.chunk::<N>()
 }
 
-/// Reads the session id and checks its syntax as [`SessionId`] does.
-fn read_session<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
-    let s = r.str_u16("session", SessionId::MAX_LEN)?;
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok {
-        Ok(s)
-    } else {
-        Err(invalid(
-            "session",
-            "not 1 to 64 characters of A-Z a-z 0-9 . _ : -",
-        ))
+/// Reads the session id: 1 to 64 bytes. Its syntax is checked by
+/// [`session_syntax_ok`] (from `Token::decode`), not here: the verifier
+/// compares it byte for byte with the Call's `SessionId`, which is valid by
+/// construction, so a session that passes is valid too.
+fn read_session<'a>(r: &mut Cur<'a>) -> Result<&'a [u8], DecodeError> {
+    let s = r.bytes_u16("session", SessionId::MAX_LEN)?;
+    if s.is_empty() {
+        return Err(invalid("session", "empty session id"));
     }
+    Ok(s)
 }
 
-fn read_principal(r: &mut Reader<'_>) -> Result<PrincipalId, DecodeError> {
+/// Whether a parsed session id has `SessionId`'s syntax.
+pub(crate) fn session_syntax_ok(s: &[u8]) -> bool {
+    s.iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn read_principal(r: &mut Cur<'_>) -> Result<PrincipalId, DecodeError> {
     let kind = r.u8()?;
-    let fp = Fingerprint(r.array()?);
+    let fp = Fingerprint(*r.chunk()?);
     Ok(match kind {
         1 => PrincipalId::Peer(fp),
         2 => PrincipalId::Operator(fp),
         3 => PrincipalId::Node(fp),
         4 => PrincipalId::Agent {
-            agent: AgentId::from_bytes(r.array()?),
+            agent: AgentId::from_bytes(*r.chunk()?),
             node: fp,
         },
         _ => {
@@ -239,7 +406,7 @@ fn read_principal(r: &mut Reader<'_>) -> Result<PrincipalId, DecodeError> {
 }
 
 /// Reads a grant list; `allow_empty` for blocks (0 = unchanged).
-fn read_grants<'a>(r: &mut Reader<'a>, allow_empty: bool) -> Result<GrantsRef<'a>, DecodeError> {
+fn read_grants<'a>(r: &mut Cur<'a>, allow_empty: bool) -> Result<GrantsRef<'a>, DecodeError> {
     let count = usize::from(r.u8()?);
     if count > MAX_GRANTS {
         return Err(DecodeError::LimitExceeded {
@@ -252,12 +419,15 @@ fn read_grants<'a>(r: &mut Reader<'a>, allow_empty: bool) -> Result<GrantsRef<'a
         return Err(invalid("grants", "a token grants at least one tool"));
     }
     let start = r.position();
-    let mut sub = r.clone();
+    let mut sub = *r;
     let mut prev: Option<GrantRef<'a>> = None;
     for _ in 0..count {
-        let tool = sub.str_u16("tool", MAX_TOOL_LEN)?;
+        let tool = sub.bytes_u16("tool", MAX_TOOL_LEN)?;
         if tool.is_empty() {
             return Err(invalid("tool", "empty tool name"));
+        }
+        if !tool.is_ascii() && std::str::from_utf8(tool).is_err() {
+            return Err(DecodeError::InvalidUtf8 { field: "tool" });
         }
         let digest = arr::<32>(&mut sub)?;
         let g = GrantRef { tool, digest };
@@ -269,8 +439,7 @@ fn read_grants<'a>(r: &mut Reader<'a>, allow_empty: bool) -> Result<GrantsRef<'a
         }
         prev = Some(g);
     }
-    let len = sub.position() - start;
-    let bytes = r.take(len)?;
+    let bytes = r.take(sub.position() - start)?;
     Ok(GrantsRef { bytes, count })
 }
 
@@ -284,8 +453,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
             limit: MAX_TOKEN_BYTES,
         });
     }
-    let mut r = Reader::new(bytes, WHAT);
-    if r.take(6)? != MAGIC {
+    let mut r = Cur::new(bytes);
+    if r.chunk::<6>()? != MAGIC {
         return Err(invalid("magic", "a token starts with MXPTOK"));
     }
     if r.u8()? != VERSION {
@@ -296,12 +465,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
         2 => TokenForm::Ed25519,
         _ => return Err(invalid("form", "is neither 1 (MAC) nor 2 (Ed25519)")),
     };
-    let issuer = Fingerprint(r.array()?);
+    let issuer = Fingerprint(*r.chunk()?);
     let principal = read_principal(&mut r)?;
-    let agent = AgentId::from_bytes(r.array()?);
+    let agent = AgentId::from_bytes(*r.chunk()?);
     let session = read_session(&mut r)?;
     let not_after_unix_ms = r.u64_le()?;
-    let nonce = Nonce(r.array()?);
+    let nonce = Nonce(*r.chunk()?);
     let grants = read_grants(&mut r, false)?;
     let (next_key, next_commit) = match form {
         TokenForm::Mac => (NO_KEY, NO_KEY),
@@ -327,47 +496,17 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
             PROOF_LEN
         }
     };
-    let mut blocks = [BlockRef::EMPTY; MAX_BLOCKS];
+    let blocks_at = r;
     let mut block_count = 0;
-    // Where the previous signature starts: a block's signed bytes run from
-    // there to the end of its body.
-    let mut prev_sig_at = r.position().saturating_sub(SIG_LEN);
     while r.remaining() > trailer_len {
-        let slot = blocks
-            .get_mut(block_count)
-            .ok_or(DecodeError::LimitExceeded {
+        if block_count == MAX_BLOCKS {
+            return Err(DecodeError::LimitExceeded {
                 field: "blocks",
                 len: block_count + 1,
                 limit: MAX_BLOCKS,
-            })?;
-        let body_at = r.position();
-        if r.u8()? != BLOCK_MARKER {
-            return Err(invalid("block", "an attenuation block starts with 0x42"));
+            });
         }
-        let not_after_unix_ms = r.u64_le()?;
-        let grants = read_grants(&mut r, true)?;
-        let (next_key, next_commit) = match form {
-            TokenForm::Mac => (NO_KEY, NO_KEY),
-            TokenForm::Ed25519 => (arr::<32>(&mut r)?, arr::<32>(&mut r)?),
-        };
-        let body = bytes.get(body_at..r.position()).unwrap_or_default();
-        let signed = bytes.get(prev_sig_at..r.position()).unwrap_or_default();
-        let signature = match form {
-            TokenForm::Mac => NO_SIG,
-            TokenForm::Ed25519 => {
-                prev_sig_at = r.position();
-                arr::<SIG_LEN>(&mut r)?
-            }
-        };
-        *slot = BlockRef {
-            body,
-            signed,
-            signature,
-            not_after_unix_ms,
-            grants,
-            next_key,
-            next_commit,
-        };
+        read_block(&mut r, form)?;
         block_count += 1;
     }
     let trailer = arr::<32>(&mut r)?;
@@ -377,7 +516,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
         root_signed,
         root,
         root_signature,
-        blocks,
+        blocks_at,
         block_count,
         trailer,
     })

@@ -1,6 +1,7 @@
 //! Replay protection: a pure, bounded ledger of spent nonces.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use mxp_protocol::Fingerprint;
 
@@ -20,15 +21,18 @@ use super::{Nonce, TokenError};
 ///   nonce, which would let that token be replayed (fail closed). Size the
 ///   capacity for the peak rate of tokens times their lifetime.
 ///
-/// Time is an input; nothing here reads a clock. Storage is two B-trees (no
-/// hashing, no randomness, deterministic), at most `capacity` entries each.
+/// Time is an input; nothing here reads a clock. Storage is a B-tree of
+/// entries and a min-heap of their expiries, in one-to-one correspondence,
+/// at most `capacity` each: no hashing, so no random seed, and no key an
+/// issuer picks can degrade it. Work per spend is amortised O(log capacity).
 #[derive(Debug, Clone)]
 pub struct NonceLedger {
     capacity: usize,
-    /// (issuer, nonce) -> root expiry.
-    seen: BTreeMap<(Fingerprint, Nonce), u64>,
-    /// The same entries ordered by expiry, to forget expired ones first.
-    by_expiry: BTreeSet<(u64, Fingerprint, Nonce)>,
+    /// (nonce, issuer) -> root expiry. Nonce first: random bytes end most
+    /// comparisons at the first byte.
+    seen: BTreeMap<(Nonce, Fingerprint), u64>,
+    /// The same entries by expiry, earliest first.
+    by_expiry: BinaryHeap<Reverse<(u64, Nonce, Fingerprint)>>,
 }
 
 impl NonceLedger {
@@ -37,7 +41,7 @@ impl NonceLedger {
         NonceLedger {
             capacity,
             seen: BTreeMap::new(),
-            by_expiry: BTreeSet::new(),
+            by_expiry: BinaryHeap::new(),
         }
     }
 
@@ -59,27 +63,33 @@ impl NonceLedger {
     /// Whether `(issuer, nonce)` is held and unexpired at `now_unix_ms`.
     pub fn contains(&self, issuer: &Fingerprint, nonce: &Nonce, now_unix_ms: u64) -> bool {
         self.seen
-            .get(&(*issuer, *nonce))
+            .get(&(*nonce, *issuer))
             .is_some_and(|exp| now_unix_ms < *exp)
+    }
+
+    /// Forgets the earliest entry if it has expired at `now_unix_ms`.
+    fn forget_one(&mut self, now_unix_ms: u64) -> bool {
+        match self.by_expiry.peek() {
+            Some(Reverse((exp, _, _))) if *exp <= now_unix_ms => {
+                if let Some(Reverse((_, nonce, issuer))) = self.by_expiry.pop() {
+                    self.seen.remove(&(nonce, issuer));
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets every nonce whose expiry is at or before `now_unix_ms`.
     pub fn forget_expired(&mut self, now_unix_ms: u64) {
-        while let Some(first) = self.by_expiry.first() {
-            if first.0 > now_unix_ms {
-                break;
-            }
-            if let Some((_, issuer, nonce)) = self.by_expiry.pop_first() {
-                self.seen.remove(&(issuer, nonce));
-            }
-        }
+        while self.forget_one(now_unix_ms) {}
     }
 
     /// Records `(issuer, nonce)`, kept until `not_after_unix_ms`.
     ///
     /// # Errors
-    /// [`TokenError::Replayed`] if it is held and unexpired;
     /// [`TokenError::Expired`] if `now_unix_ms >= not_after_unix_ms`;
+    /// [`TokenError::Replayed`] if it is held and unexpired;
     /// [`TokenError::LedgerFull`] if `capacity` unexpired nonces are held.
     /// On error nothing changes but the forgetting of expired entries.
     pub fn spend(
@@ -95,29 +105,18 @@ impl NonceLedger {
                 now_unix_ms,
             });
         }
-        let key = (*issuer, *nonce);
-        if self.contains(issuer, nonce, now_unix_ms) {
-            return Err(TokenError::Replayed);
-        }
-        // Expired entries go lazily: all of them once the ledger is full,
-        // and otherwise the few oldest, so work per call stays small.
-        if self.seen.len() >= self.capacity {
-            self.forget_expired(now_unix_ms);
-        } else {
-            for _ in 0..2 {
-                match self.by_expiry.first() {
-                    Some(first) if first.0 <= now_unix_ms => {
-                        if let Some((_, i, n)) = self.by_expiry.pop_first() {
-                            self.seen.remove(&(i, n));
-                        }
-                    }
-                    _ => break,
-                }
+        let key = (*nonce, *issuer);
+        match self.seen.get(&key) {
+            Some(exp) if now_unix_ms < *exp => return Err(TokenError::Replayed),
+            // Held but expired: forgetting every expired entry removes it
+            // (and keeps the heap and the map one-to-one).
+            Some(_) => self.forget_expired(now_unix_ms),
+            None if self.seen.len() >= self.capacity => self.forget_expired(now_unix_ms),
+            // Forget lazily, two at most: the ledger shrinks as fast as it
+            // grows, and a spend stays cheap.
+            None => {
+                let _ = self.forget_one(now_unix_ms) && self.forget_one(now_unix_ms);
             }
-        }
-        if let Some(old) = self.seen.remove(&key) {
-            // Held but expired (and not yet forgotten).
-            self.by_expiry.remove(&(old, key.0, key.1));
         }
         if self.seen.len() >= self.capacity {
             return Err(TokenError::LedgerFull {
@@ -125,7 +124,8 @@ impl NonceLedger {
             });
         }
         self.seen.insert(key, not_after_unix_ms);
-        self.by_expiry.insert((not_after_unix_ms, key.0, key.1));
+        self.by_expiry
+            .push(Reverse((not_after_unix_ms, *nonce, *issuer)));
         Ok(())
     }
 }

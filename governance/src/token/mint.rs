@@ -86,7 +86,8 @@ impl SigningIdentity {
 pub(crate) fn effective<'a>(p: &Parsed<'a>) -> Result<(u64, format::GrantsRef<'a>), TokenError> {
     let mut not_after = p.root.not_after_unix_ms;
     let mut grants = p.root.grants;
-    for (i, b) in p.blocks().iter().enumerate() {
+    for (i, b) in p.blocks().enumerate() {
+        let b = b?;
         if b.not_after_unix_ms > not_after {
             return Err(TokenError::Widening {
                 block: i + 1,
@@ -111,7 +112,7 @@ pub(crate) fn effective<'a>(p: &Parsed<'a>) -> Result<(u64, format::GrantsRef<'a
 /// if it would widen.
 fn narrowed(p: &Parsed<'_>, a: &Attenuation) -> Result<(u64, Vec<super::Grant>), TokenError> {
     let (not_after, grants) = effective(p)?;
-    let block = p.blocks().len() + 1;
+    let block = p.block_count + 1;
     if block > format::MAX_BLOCKS {
         return Err(mxp_protocol::EncodeError::LimitExceeded {
             field: "blocks",
@@ -212,7 +213,7 @@ impl Token {
                 found: p.form,
             });
         }
-        let (last_key, last_commit, last_sig) = match p.blocks().last() {
+        let (last_key, last_commit, last_sig) = match p.last_block()? {
             Some(b) => (b.next_key, b.next_commit, b.signature),
             None => (p.root.next_key, p.root.next_commit, p.root_signature),
         };
@@ -262,7 +263,10 @@ pub(crate) fn append_unchecked(
             bytes.extend_from_slice(tag.as_bytes());
         }
         TokenForm::Ed25519 => {
-            let last_sig = p.blocks().last().map_or(p.root_signature, |b| b.signature);
+            let last_sig = p
+                .last_block()
+                .unwrap()
+                .map_or(p.root_signature, |b| b.signature);
             let (k, c) = next_of(&next_seed);
             let body = format::encode_block(not_after, grants, Some((&k, &c)));
             let mut signed = last_sig.to_vec();

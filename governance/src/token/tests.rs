@@ -69,12 +69,12 @@ impl Fixture {
         ]
     }
 
-    fn verify(
+    fn verify<'a>(
         &self,
         token: &Token,
-        call: &CallIntent<'_>,
+        call: &CallIntent<'a>,
         now: u64,
-    ) -> Result<VerifiedToken, TokenError> {
+    ) -> Result<VerifiedToken<'a>, TokenError> {
         self.verifier
             .verify(token.as_bytes(), call, now, &mut NonceLedger::new(16))
     }
@@ -471,15 +471,14 @@ fn limits_are_enforced() {
     ));
     assert!(matches!(
         Token::decode(&vec![0; MAX_TOKEN_BYTES + 1]),
-        Err(TokenError::Malformed(
-            DecodeError::LimitExceeded { field: "token", .. }
-        ))
+        Err(TokenError::Malformed(DecodeError::LimitExceeded {
+            field: "token",
+            ..
+        }))
     ));
     assert!(matches!(
         Token::from_base64url(&"A".repeat(MAX_TOKEN_TEXT + 1)),
-        Err(TokenError::Malformed(
-            DecodeError::LimitExceeded { .. }
-        ))
+        Err(TokenError::Malformed(DecodeError::LimitExceeded { .. }))
     ));
     assert!(matches!(
         Token::from_base64url("MXPTOK=="),
@@ -608,4 +607,29 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn session_syntax_is_checked_on_decode() {
+    let f = fixture();
+    let token = f.mac.mint(&f.claims).unwrap();
+    let mut bytes = token.as_bytes().to_vec();
+    let at = bytes
+        .windows(f.claims.session.as_str().len())
+        .position(|w| w == f.claims.session.as_str().as_bytes())
+        .unwrap();
+    bytes[at + 3] = b' ';
+    assert!(matches!(
+        Token::decode(&bytes),
+        Err(TokenError::Malformed(DecodeError::InvalidValue {
+            field: "session",
+            ..
+        }))
+    ));
+    assert_eq!(
+        f.verifier
+            .verify(&bytes, &f.call("fs.read"), NOW, &mut NonceLedger::new(1))
+            .unwrap_err(),
+        TokenError::BadMac
+    );
 }

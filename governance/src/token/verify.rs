@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use mxp_protocol::{AgentId, Fingerprint, PrincipalId, SessionId};
 
 use super::args::ArgsDigest;
@@ -34,22 +34,24 @@ pub struct CallIntent<'a> {
 /// `&VerifiedToken`.
 ///
 /// Its accessors read the intent the token bound, which is the intent of
-/// the Call it was verified against.
+/// the Call it was verified against. It borrows the session and tool from
+/// that [`CallIntent`], so it cannot outlive the Call it authorises (and
+/// verification allocates nothing).
 #[derive(Debug)]
-pub struct VerifiedToken {
+pub struct VerifiedToken<'a> {
     form: TokenForm,
     issuer: Fingerprint,
     principal: PrincipalId,
     agent: AgentId,
-    session: SessionId,
-    tool: String,
+    session: &'a SessionId,
+    tool: &'a str,
     args_digest: ArgsDigest,
     not_after_unix_ms: u64,
     nonce: Nonce,
     blocks: usize,
 }
 
-impl VerifiedToken {
+impl<'a> VerifiedToken<'a> {
     /// MAC or Ed25519.
     pub const fn form(&self) -> TokenForm {
         self.form
@@ -67,12 +69,12 @@ impl VerifiedToken {
         &self.agent
     }
     /// The session it was issued for.
-    pub const fn session(&self) -> &SessionId {
-        &self.session
+    pub const fn session(&self) -> &'a SessionId {
+        self.session
     }
     /// The tool it authorises (the Call's).
-    pub fn tool(&self) -> &str {
-        &self.tool
+    pub const fn tool(&self) -> &'a str {
+        self.tool
     }
     /// The digest of the arguments it authorises (the Call's).
     pub const fn args_digest(&self) -> &ArgsDigest {
@@ -144,13 +146,13 @@ impl Verifier {
     ///
     /// # Errors
     /// Every refusal is its own [`TokenError`] variant.
-    pub fn verify(
+    pub fn verify<'a>(
         &self,
         token: &[u8],
-        call: &CallIntent<'_>,
+        call: &CallIntent<'a>,
         now_unix_ms: u64,
         ledger: &mut NonceLedger,
-    ) -> Result<VerifiedToken, TokenError> {
+    ) -> Result<VerifiedToken<'a>, TokenError> {
         let p = format::parse(token)?;
         match p.form {
             TokenForm::Mac => self.check_mac(&p)?,
@@ -170,13 +172,13 @@ impl Verifier {
         if root.agent != *call.agent {
             return Err(TokenError::WrongAgent);
         }
-        if root.session != call.session.as_str() {
+        if root.session != call.session.as_str().as_bytes() {
             return Err(TokenError::WrongSession);
         }
         let mut tool_granted = false;
         let mut granted = false;
         for g in grants.iter() {
-            if g.tool == call.tool {
+            if g.tool == call.tool.as_bytes() {
                 tool_granted = true;
                 if g.digest == call.args_digest.as_bytes() {
                     granted = true;
@@ -205,12 +207,12 @@ impl Verifier {
             issuer: root.issuer,
             principal: root.principal,
             agent: root.agent,
-            session: call.session.clone(),
-            tool: call.tool.to_owned(),
+            session: call.session,
+            tool: call.tool,
             args_digest: *call.args_digest,
             not_after_unix_ms,
             nonce: root.nonce,
-            blocks: p.blocks().len(),
+            blocks: p.block_count,
         })
     }
 
@@ -225,7 +227,7 @@ impl Verifier {
         };
         let mut tag = blake3::keyed_hash(key.key(), p.root_signed);
         for b in p.blocks() {
-            tag = blake3::keyed_hash(tag.as_bytes(), b.body);
+            tag = blake3::keyed_hash(tag.as_bytes(), b?.body);
         }
         // blake3::Hash compares in constant time.
         if tag == blake3::Hash::from_bytes(*p.trailer) {
@@ -242,12 +244,15 @@ impl Verifier {
             .ok_or(TokenError::UnknownIssuer {
                 issuer: p.root.issuer,
             })?;
+        // Issuer keys are configured and were checked not weak in
+        // `add_issuer`; holder-chosen block keys get `verify_strict`.
         issuer_key
-            .verify_strict(p.root_signed, &Signature::from_bytes(p.root_signature))
+            .verify(p.root_signed, &Signature::from_bytes(p.root_signature))
             .map_err(|_| TokenError::BadSignature { block: 0 })?;
         let mut commit = p.root.next_commit;
         let mut key = p.root.next_key;
-        for (i, b) in p.blocks().iter().enumerate() {
+        for (i, b) in p.blocks().enumerate() {
+            let b = b?;
             let bad = || TokenError::BadSignature { block: i + 1 };
             let vk = VerifyingKey::from_bytes(key).map_err(|_| bad())?;
             vk.verify_strict(b.signed, &Signature::from_bytes(b.signature))
