@@ -28,6 +28,10 @@ pub enum CallFailure {
     /// No agent with this id is known here or on the mesh.
     #[error("no agent {0} on this node or the mesh")]
     UnknownAgent(AgentId),
+    /// The caller is not one this node accepts (e.g. a forwarded caller
+    /// outside `trusted_peers`).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The agent runs on another node, which alone controls it.
     #[error(
         "agent {agent} runs on node {node}; send control Calls to that node's agent (the nil id at {node})"
@@ -84,6 +88,7 @@ impl CallFailure {
     pub fn code(&self) -> ErrorCode {
         match self {
             CallFailure::InvalidPayload(_) => ErrorCode::INVALID_PAYLOAD,
+            CallFailure::Unauthenticated(_) => ErrorCode::UNAUTHENTICATED,
             CallFailure::Unsupported(_) => ErrorCode::UNSUPPORTED,
             CallFailure::Denied(_) | CallFailure::SessionNotYours(_) => ErrorCode::DENIED,
             CallFailure::UnknownAgent(_) | CallFailure::NotHere { .. } => ErrorCode::UNKNOWN_AGENT,

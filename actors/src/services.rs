@@ -67,6 +67,21 @@ impl Services {
         self.authority.resolve(p)
     }
 
+    /// Who a Call from `sender` naming a forwarded `caller` is from (see
+    /// [`NodeAuthority::relay`]).
+    ///
+    /// # Errors
+    /// [`CallFailure::Unauthenticated`] when the caller is not trusted here.
+    pub fn relay(
+        &self,
+        sender: Principal,
+        caller: mxp_protocol::Fingerprint,
+    ) -> Result<Principal, CallFailure> {
+        self.authority
+            .relay(sender, caller)
+            .map_err(|e| CallFailure::Unauthenticated(e.to_string()))
+    }
+
     /// The session a Call from `principal` runs in.
     ///
     /// # Errors

@@ -34,6 +34,8 @@ fn spec(n: u8, name: &str, caps: &[&str]) -> AgentSpec {
 }
 
 struct Opts {
+    /// Pinned peers; `None`: accept any.
+    pinned: Option<Vec<PeerId>>,
     seeds: Vec<MxpUrl>,
     operators: Vec<PeerId>,
     ttl: Duration,
@@ -43,6 +45,7 @@ struct Opts {
 impl Default for Opts {
     fn default() -> Opts {
         Opts {
+            pinned: None,
             seeds: vec![],
             operators: vec![],
             ttl: Duration::from_secs(2),
@@ -52,12 +55,15 @@ impl Default for Opts {
 }
 
 async fn node(agents: Vec<AgentSpec>, o: Opts) -> Node {
-    let mut s = NodeSettings::new(
-        "127.0.0.1:0".parse().unwrap(),
-        NodeIdentity::generate().unwrap(),
-        PeerTrust::AnyIdentified,
-        agents,
-    );
+    node_as(NodeIdentity::generate().unwrap(), agents, o).await
+}
+
+async fn node_as(identity: NodeIdentity, agents: Vec<AgentSpec>, o: Opts) -> Node {
+    let trust = match o.pinned {
+        Some(p) => PeerTrust::pinned(p),
+        None => PeerTrust::AnyIdentified,
+    };
+    let mut s = NodeSettings::new("127.0.0.1:0".parse().unwrap(), identity, trust, agents);
     s.seeds = o.seeds;
     s.operators = o.operators;
     s.heartbeat_interval = Duration::from_millis(100);
@@ -431,4 +437,53 @@ async fn a_mesh_nodes_calls_go_one_hop_and_name_the_agents_node() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::UNREACHABLE, "{err}");
     n.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Row 6: B trusts only A; a stranger calling B's agent through A is not
+/// answered: B sees the forwarder and the caller, takes A's word for who
+/// the caller is, and the caller is not one B trusts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_peers_hold_end_to_end_through_a_forward() {
+    let a = node(vec![spec(1, "a", &["a"])], Opts::default()).await;
+    let trusted = NodeIdentity::generate().unwrap();
+    let b = node(
+        vec![spec(2, "b", &["b"])],
+        Opts {
+            pinned: Some(vec![a.peer_id(), trusted.peer_id()]),
+            seeds: vec![a.url().clone()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let b_agent = AgentId::from_bytes([2; 16]);
+    wait_for("a to know b's agent", async || {
+        status_of(&a, b_agent).await.as_deref() == Some("online")
+    })
+    .await;
+    let via_a = a.url().clone().with_agent(b_agent);
+    let stranger = client(&NodeIdentity::generate().unwrap());
+    let err = stranger
+        .call(&via_a, &CallBody::new("echo", json!("let me in")), WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UNAUTHENTICATED, "{err}");
+    assert!(err.to_string().contains("trusted peers"), "{err}");
+    // A caller b trusts is answered through a, as itself.
+    let r = client(&trusted)
+        .call(&via_a, &CallBody::new("echo", json!("hello")), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.parse_body().unwrap().result, json!("hello"));
+    // A caller forging the caller field gains nothing: a's own member wins.
+    let forged = format!(
+        r#"{{"method":"echo","params":1,"caller":"{}"}}"#,
+        trusted.peer_id()
+    );
+    let err = stranger
+        .call_raw(&via_a, b_agent, bytes::Bytes::from(forged), WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UNAUTHENTICATED, "{err}");
+    b.shutdown(Duration::from_secs(2)).await;
+    a.shutdown(Duration::from_secs(2)).await;
 }

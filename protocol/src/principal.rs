@@ -117,6 +117,9 @@ pub enum PrincipalKind {
     Node,
     /// An agent hosted by a node.
     Agent,
+    /// A caller relayed by a trusted forwarding node: the forwarder vouches
+    /// for the caller's identity. Never an operator.
+    Relayed,
 }
 
 impl PrincipalKind {
@@ -127,6 +130,7 @@ impl PrincipalKind {
             PrincipalKind::Operator => "operator",
             PrincipalKind::Node => "node",
             PrincipalKind::Agent => "agent",
+            PrincipalKind::Relayed => "relayed",
         }
     }
 }
@@ -152,6 +156,14 @@ pub enum PrincipalId {
         /// Its node.
         node: Fingerprint,
     },
+    /// A caller whose Call a trusted mesh node forwarded: `via` is the
+    /// forwarder (authenticated by TLS), `caller` the identity it vouches for.
+    Relayed {
+        /// The original caller, as the forwarder names it.
+        caller: Fingerprint,
+        /// The forwarding node.
+        via: Fingerprint,
+    },
 }
 
 impl PrincipalId {
@@ -162,20 +174,24 @@ impl PrincipalId {
             PrincipalId::Operator(_) => PrincipalKind::Operator,
             PrincipalId::Node(_) => PrincipalKind::Node,
             PrincipalId::Agent { .. } => PrincipalKind::Agent,
+            PrincipalId::Relayed { .. } => PrincipalKind::Relayed,
         }
     }
 
-    /// The certificate fingerprint behind it (for an agent, its node's).
+    /// The certificate fingerprint behind it (for an agent, its node's; for
+    /// a relayed caller, the caller's as its forwarder names it).
     pub const fn fingerprint(&self) -> &Fingerprint {
         match self {
             PrincipalId::Peer(f) | PrincipalId::Operator(f) | PrincipalId::Node(f) => f,
             PrincipalId::Agent { node, .. } => node,
+            PrincipalId::Relayed { caller, .. } => caller,
         }
     }
 
     /// A canonical, unambiguous byte encoding (for digests and MACs):
     /// one kind byte (1 peer, 2 operator, 3 node, 4 agent), then the
-    /// fingerprint (32 bytes), then for an agent its id (16 bytes).
+    /// fingerprint (32 bytes), then for an agent its id (16 bytes); a relayed
+    /// caller is kind 5, the caller's fingerprint, then the forwarder's.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(49);
         let kind = match self {
@@ -183,11 +199,14 @@ impl PrincipalId {
             PrincipalId::Operator(_) => 2,
             PrincipalId::Node(_) => 3,
             PrincipalId::Agent { .. } => 4,
+            PrincipalId::Relayed { .. } => 5,
         };
         out.push(kind);
         out.extend_from_slice(self.fingerprint().as_bytes());
-        if let PrincipalId::Agent { agent, .. } = self {
-            out.extend_from_slice(agent.as_bytes());
+        match self {
+            PrincipalId::Agent { agent, .. } => out.extend_from_slice(agent.as_bytes()),
+            PrincipalId::Relayed { via, .. } => out.extend_from_slice(via.as_bytes()),
+            _ => {}
         }
         out
     }
@@ -197,6 +216,7 @@ impl fmt::Display for PrincipalId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PrincipalId::Agent { agent, node } => write!(f, "agent:{agent}@{node}"),
+            PrincipalId::Relayed { caller, via } => write!(f, "relayed:{caller}@{via}"),
             other => write!(f, "{}:{}", other.kind().name(), other.fingerprint()),
         }
     }
@@ -206,6 +226,9 @@ impl fmt::Debug for PrincipalId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PrincipalId::Agent { agent, node } => write!(f, "agent:{agent}@{}", node.short()),
+            PrincipalId::Relayed { caller, via } => {
+                write!(f, "relayed:{}@{}", caller.short(), via.short())
+            }
             other => write!(f, "{}:{}", other.kind().name(), other.fingerprint().short()),
         }
     }
@@ -226,6 +249,13 @@ impl FromStr for PrincipalId {
                 PrincipalId::Agent {
                     agent: agent.parse().map_err(|_| err())?,
                     node: node.parse()?,
+                }
+            }
+            "relayed" => {
+                let (caller, via) = rest.split_once('@').ok_or_else(err)?;
+                PrincipalId::Relayed {
+                    caller: caller.parse()?,
+                    via: via.parse()?,
                 }
             }
             _ => return Err(err()),
@@ -331,6 +361,10 @@ mod tests {
             PrincipalId::Operator(fp),
             PrincipalId::Node(fp),
             PrincipalId::Agent { agent, node: fp },
+            PrincipalId::Relayed {
+                caller: fp,
+                via: Fingerprint([1; 32]),
+            },
         ] {
             let text = p.to_string();
             assert_eq!(text.parse::<PrincipalId>().unwrap(), p, "{text}");

@@ -34,7 +34,7 @@ pub use client::{Client, StreamSender};
 pub use error::{CallError, TransportError};
 pub use identity::{ALPN, NodeIdentity, PeerId, PeerTrust, default_client_identity_dir};
 pub use limits::{Limits, TokenBucket};
-pub use principal::{NodeAuthority, Principal};
+pub use principal::{NodeAuthority, Principal, RelayRefused};
 pub use server::{Server, codes};
 pub use stats::StatsSnapshot;
 pub use url::{DEFAULT_PORT, MxpUrl};

@@ -49,10 +49,12 @@ impl Principal {
         self.id.fingerprint()
     }
 
-    /// The peer behind it, if it is a remote peer or an operator.
+    /// The peer behind it, if it is a remote peer or an operator (for a
+    /// relayed caller, the forwarder is the peer on the connection).
     pub fn remote_peer(&self) -> Option<PeerId> {
         match self.id {
             PrincipalId::Peer(f) | PrincipalId::Operator(f) => Some(PeerId::from(f)),
+            PrincipalId::Relayed { via, .. } => Some(PeerId::from(via)),
             _ => None,
         }
     }
@@ -77,6 +79,19 @@ impl fmt::Display for Principal {
 pub struct NodeAuthority {
     node: Fingerprint,
     operators: HashSet<Fingerprint>,
+    /// The pinned peers, when the node pins (`node.trusted_peers`): whose
+    /// word for a forwarded caller it takes, and which callers it accepts.
+    trusted: Option<HashSet<Fingerprint>>,
+}
+
+/// A forwarded caller this node does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("caller {caller} (forwarded by {via}) is not among this node's trusted peers")]
+pub struct RelayRefused {
+    /// The caller the forwarder named (short form).
+    pub caller: String,
+    /// The forwarder (short form).
+    pub via: String,
 }
 
 impl NodeAuthority {
@@ -84,7 +99,47 @@ impl NodeAuthority {
         NodeAuthority {
             node: node.fingerprint(),
             operators: operators.into_iter().map(|p| p.fingerprint()).collect(),
+            trusted: None,
         }
+    }
+
+    /// The same authority, for a node that pins `trusted` peers (its
+    /// `trusted_peers`); `None` for a node that accepts any peer.
+    #[must_use]
+    pub fn with_trusted(mut self, trusted: Option<impl IntoIterator<Item = PeerId>>) -> NodeAuthority {
+        self.trusted = trusted.map(|t| t.into_iter().map(|p| p.fingerprint()).collect());
+        self
+    }
+
+    /// Who a Call is from when `sender` forwarded it naming `caller`.
+    ///
+    /// A node that pins its peers takes a pinned peer's word: the principal
+    /// is then [`PrincipalId::Relayed`] (never an operator), and the caller
+    /// must be pinned too, so `trusted_peers` holds end to end. A node that
+    /// accepts any peer trusts no forwarder's word: the Call stays the
+    /// sender's. A caller named by the node itself or its agents is ignored.
+    ///
+    /// # Errors
+    /// [`RelayRefused`] when a pinning node's trusted forwarder names a
+    /// caller it does not pin.
+    pub fn relay(&self, sender: Principal, caller: Fingerprint) -> Result<Principal, RelayRefused> {
+        let (Some(trusted), PrincipalId::Peer(via) | PrincipalId::Operator(via)) =
+            (&self.trusted, sender.id)
+        else {
+            return Ok(sender);
+        };
+        if !trusted.contains(&via) {
+            return Ok(sender);
+        }
+        if !trusted.contains(&caller) {
+            return Err(RelayRefused {
+                caller: caller.short(),
+                via: via.short(),
+            });
+        }
+        Ok(Principal {
+            id: PrincipalId::Relayed { caller, via },
+        })
     }
 
     /// The node itself (its own actors: the node agent, mesh rounds).
@@ -125,6 +180,32 @@ impl NodeAuthority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinning_node_takes_a_trusted_forwarders_word_for_pinned_callers_only() {
+        let (a, s, t) = (
+            PeerId::from_spki(b"forwarder"),
+            PeerId::from_spki(b"stranger"),
+            PeerId::from_spki(b"trusted client"),
+        );
+        let pinning = NodeAuthority::new(PeerId::from_spki(b"node"), []).with_trusted(Some([a, t]));
+        let relayed = pinning.relay(Principal::peer(a), t.fingerprint()).unwrap();
+        assert_eq!(
+            *relayed.id(),
+            PrincipalId::Relayed {
+                caller: t.fingerprint(),
+                via: a.fingerprint()
+            }
+        );
+        assert!(pinning.relay(Principal::peer(a), s.fingerprint()).is_err());
+        let open = NodeAuthority::new(PeerId::from_spki(b"node"), []).with_trusted(None::<Vec<PeerId>>);
+        assert_eq!(
+            open.relay(Principal::peer(a), s.fingerprint()).unwrap(),
+            Principal::peer(a),
+            "an open node trusts no forwarder's word"
+        );
+        assert_eq!(open.relay(open.node(), s.fingerprint()).unwrap(), open.node());
+    }
 
     #[test]
     fn operators_are_recognised_and_nothing_else_changes() {

@@ -208,6 +208,11 @@ async fn admit_and_run(
     };
     drop(frame);
     let (mut body, cost) = parsed.map_err(|e| CallFailure::InvalidPayload(e.to_string()))?;
+    // A forwarded Call names its caller; only a trusted forwarder's word counts.
+    let principal = &match body.caller.take() {
+        Some(caller) => env.services.relay(*principal, caller)?,
+        None => *principal,
+    };
     if let Some(h) = held.as_mut() {
         h.resize(cost.estimated_bytes()).map_err(|e| {
             CallFailure::Overloaded(format!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mxp_protocol::{
     AgentId, AgentRegister, Call, DiscoverRequest, DiscoverResult, Frame, Heartbeat, MessageType,
-    TypedPayload,
+    PrincipalId, TypedPayload,
 };
 use mxp_transport::{
     CallError, Client, Envelope, Limits, MxpUrl, NODE_AGENT, PeerId, Principal, Reply, Server,
@@ -244,6 +244,29 @@ impl NodeAgentState {
             metrics::counter!("mxp_forwards_total", "outcome" => "denied").increment(1);
             return CallFailure::Denied(denial).answer(reply);
         }
+        // The receiving node sees the forwarder on the connection and the
+        // caller in the Call, and takes the forwarder's word only if it
+        // trusts it (docs/PROTOCOL.md, "Forwarding").
+        let frame = match principal.id() {
+            PrincipalId::Peer(caller) | PrincipalId::Operator(caller) => {
+                match call.with_caller(caller).and_then(|c| {
+                    c.to_frame(frame.message_id(), frame.trace_id(), frame.flags())
+                        .map_err(|e| mxp_protocol::DecodeError::InvalidJson {
+                            what: "Call",
+                            detail: e.to_string(),
+                        })
+                }) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return CallFailure::InvalidPayload(format!(
+                            "cannot forward this Call: {e}"
+                        ))
+                        .answer(reply);
+                    }
+                }
+            }
+            _ => frame,
+        };
         let client = self.client.clone();
         let deadline = self.limits.call_deadline(call.timeout_secs);
         let target = call.target;

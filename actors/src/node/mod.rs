@@ -102,8 +102,15 @@ impl Node {
     pub async fn start(s: NodeSettings) -> Result<Node, NodeError> {
         s.validate()?;
         let bus = Bus::with_node_budget(s.limits.mailbox_capacity, Some(s.max_body_bytes));
-        let authority =
-            Arc::new(bus.take_authority(s.identity.peer_id(), s.operators.iter().copied())?);
+        // A node that pins its peers takes their word for forwarded callers.
+        let pinned = match &s.trust {
+            mxp_transport::PeerTrust::Pinned(set) => Some(set.iter().copied().collect::<Vec<_>>()),
+            _ => None,
+        };
+        let authority = Arc::new(
+            bus.take_authority(s.identity.peer_id(), s.operators.iter().copied())?
+                .with_trusted(pinned),
+        );
         let services = Arc::new(Services::new(
             authority,
             s.gate.clone(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AgentId, TypedPayload, check_len, frame_of, from_json, to_json};
 use crate::cursor::Reader;
-use crate::{DecodeError, EncodeError, Flags, Frame, MessageType, SessionId};
+use crate::{DecodeError, EncodeError, Fingerprint, Flags, Frame, MessageType, SessionId};
 
 /// Bytes of the Call prefix: target agent id (16) and timeout (4).
 pub const CALL_PREFIX_LEN: usize = 20;
@@ -87,6 +87,44 @@ impl Call {
         r.u32_le()
     }
 
+    /// The same Call with `"caller": "<fingerprint>"` set as the body's last
+    /// member (what a forwarding node sends): a `caller` the body already
+    /// had is overridden, as the last of duplicate members wins when a node
+    /// parses it. The body is not parsed; it must be a JSON object.
+    ///
+    /// # Errors
+    /// `invalid_json` if the body is not an object.
+    pub fn with_caller(&self, caller: &Fingerprint) -> Result<Call, DecodeError> {
+        let not_object = || DecodeError::InvalidJson {
+            what: "Call",
+            detail: "the body must be a JSON object ({...})".into(),
+        };
+        let body = &self.body[..];
+        let open = body
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .filter(|&i| body.get(i) == Some(&b'{'))
+            .ok_or_else(not_object)?;
+        let close = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .filter(|&i| i > open && body.get(i) == Some(&b'}'))
+            .ok_or_else(not_object)?;
+        let empty = body
+            .get(open + 1..close)
+            .is_some_and(|inner| inner.iter().all(u8::is_ascii_whitespace));
+        let member = format!("{}\"caller\":\"{caller}\"", if empty { "" } else { "," });
+        let mut out = Vec::with_capacity(body.len() + member.len());
+        out.extend_from_slice(body.get(..close).unwrap_or_default());
+        out.extend_from_slice(member.as_bytes());
+        out.extend_from_slice(body.get(close..).unwrap_or_default());
+        Ok(Call {
+            target: self.target,
+            timeout_secs: self.timeout_secs,
+            body: Bytes::from(out),
+        })
+    }
+
     /// The prefix bytes.
     pub fn prefix(&self) -> [u8; CALL_PREFIX_LEN] {
         let mut p = [0u8; CALL_PREFIX_LEN];
@@ -136,6 +174,13 @@ impl Call {
             }
             Some(_) => return Err(schema("`session` must be a string")),
         };
+        let caller = match map.remove("caller") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => {
+                Some(s.parse::<Fingerprint>().map_err(|e| schema(&e.to_string()))?)
+            }
+            Some(_) => return Err(schema("`caller` must be a string")),
+        };
         if method.is_empty() {
             return Err(DecodeError::InvalidValue {
                 field: "method",
@@ -148,6 +193,7 @@ impl Call {
                 method,
                 params,
                 session,
+                caller,
             },
             cost,
         ))
@@ -215,6 +261,10 @@ pub struct CallBody {
     /// The session this Call belongs to; `None`: start a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionId>,
+    /// Set by a forwarding node: the fingerprint of the peer it forwards
+    /// for. Honoured only from a trusted mesh peer (see docs/PROTOCOL.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<Fingerprint>,
 }
 
 impl CallBody {
@@ -224,6 +274,7 @@ impl CallBody {
             method: method.into(),
             params,
             session: None,
+            caller: None,
         }
     }
 
@@ -629,6 +680,42 @@ impl TypedPayload for EventBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_caller_appends_a_member_that_wins_over_a_forged_one() {
+        let fp = Fingerprint([0xcd; 32]);
+        let target = AgentId::from_bytes([1; 16]);
+        for body in [
+            &br#"{"method":"echo"}"#[..],
+            br#"  { "method" : "echo", "caller": "00" }  "#,
+            br#"{"method":"echo","caller":"abababababababababababababababababababababababababababababababab"}"#,
+        ] {
+            let call = Call {
+                target,
+                timeout_secs: 3,
+                body: Bytes::copy_from_slice(body),
+            };
+            let (parsed, _) = call
+                .with_caller(&fp)
+                .unwrap()
+                .parse_body_within(crate::JsonLimits::default())
+                .unwrap();
+            assert_eq!(parsed.caller, Some(fp), "{}", String::from_utf8_lossy(body));
+            assert_eq!(parsed.method, "echo");
+        }
+        let empty = Call {
+            target,
+            timeout_secs: 3,
+            body: Bytes::from_static(b"{ }"),
+        };
+        assert_eq!(&empty.with_caller(&fp).unwrap().body[..4], br#"{ "c"#);
+        let array = Call {
+            target,
+            timeout_secs: 3,
+            body: Bytes::from_static(b"[1]"),
+        };
+        assert!(array.with_caller(&fp).is_err());
+    }
     use serde_json::json;
 
     #[test]
