@@ -1001,6 +1001,7 @@ pub fn call(data: &[u8]) {
 }
 
 fn check_call_body(call: &Call) {
+    check_bounded_call_body(call);
     match call.parse_body() {
         Ok(body) => {
             assert_json_object(&call.body, "CallBody");
@@ -1011,6 +1012,37 @@ fn check_call_body(call: &Call) {
             reencode(&again);
         }
         Err(err) => check_payload_error(&err, &JSON_CLASSES),
+    }
+}
+
+/// The bounded parse a node uses on peers' bodies agrees with the plain one
+/// wherever the plain one succeeds, and a forwarder's appended `caller`
+/// always wins and changes nothing else.
+fn check_bounded_call_body(call: &Call) {
+    let limits = mxp_protocol::JsonLimits::default();
+    let within = call.parse_body_within(limits);
+    let over_limit = matches!(&within, Err(e) if e.class() == "limit_exceeded");
+    if let (Ok(plain), false) = (call.parse_body(), over_limit) {
+        let (bounded, cost) = within
+            .clone()
+            .expect("what parse_body accepts, the bounded parse accepts (within its limits)");
+        assert_eq!(bounded, plain, "the bounded parse reads the same body");
+        assert!(cost.elements >= 1);
+    }
+    if let Ok((body, _)) = within {
+        let fp = mxp_protocol::Fingerprint([0x5a; 32]);
+        let forwarded = call.with_caller(&fp).expect("an object body takes a caller");
+        let (again, _) = forwarded
+            .parse_body_within(mxp_protocol::JsonLimits {
+                max_elements: limits.max_elements + 2,
+                ..limits
+            })
+            .expect("appending a member keeps the body valid");
+        assert_eq!(again.caller, Some(fp));
+        assert_eq!(
+            (again.method, again.params, again.session),
+            (body.method, body.params, body.session)
+        );
     }
 }
 
