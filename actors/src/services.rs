@@ -14,6 +14,8 @@ use crate::session::{SessionError, SessionTable};
 
 /// Live sessions a node holds at most, by default.
 pub const DEFAULT_MAX_SESSIONS: usize = 65_536;
+/// Sessions one principal may hold at once; claiming more forgets its oldest.
+pub const DEFAULT_SESSIONS_PER_PRINCIPAL: usize = 1024;
 /// How long an idle session is kept, by default.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(3600);
 
@@ -46,7 +48,11 @@ impl Services {
         Services {
             authority,
             gate,
-            sessions: Mutex::new(SessionTable::new(max_sessions, session_ttl)),
+            sessions: Mutex::new(SessionTable::new(
+                max_sessions,
+                DEFAULT_SESSIONS_PER_PRINCIPAL.min(max_sessions),
+                session_ttl,
+            )),
             rng: ring::rand::SystemRandom::new(),
             minted: std::sync::atomic::AtomicU64::new(0),
         }
