@@ -16,41 +16,7 @@ use serde_json::Value;
 use crate::AgentStatus;
 use crate::gate::Allowed;
 
-/// What running a tool can do to the world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum EffectClass {
-    /// Reads only: answers from what the node already holds.
-    ReadOnly,
-    /// Changes state on this node (files under a jail, the agent's memory).
-    LocalWrite,
-    /// Changes something outside the node (HTTP, a shell, another system).
-    ExternalWrite,
-    /// Changes the node's own operation (agent lifecycle, policy, kill switch).
-    Control,
-    /// Sends the Call on to another node of the mesh.
-    Forward,
-}
-
-impl EffectClass {
-    /// The lower-case name: `read_only`, `local_write`, `external_write`,
-    /// `control`, `forward`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            EffectClass::ReadOnly => "read_only",
-            EffectClass::LocalWrite => "local_write",
-            EffectClass::ExternalWrite => "external_write",
-            EffectClass::Control => "control",
-            EffectClass::Forward => "forward",
-        }
-    }
-}
-
-impl std::fmt::Display for EffectClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use mxp_protocol::EffectClass;
 
 /// The shape a tool's arguments must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

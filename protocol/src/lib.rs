@@ -45,6 +45,7 @@
 #[cfg(feature = "codec")]
 mod codec;
 pub mod cursor;
+mod effect;
 mod error;
 mod frame;
 mod header;
@@ -54,6 +55,7 @@ mod types;
 
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, MxpCodec};
+pub use effect::EffectClass;
 pub use error::{DecodeError, EncodeError};
 pub use frame::{Frame, peek_frame_len};
 pub use header::{FrameHeader, HeaderPeek};

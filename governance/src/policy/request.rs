@@ -244,34 +244,9 @@ impl Zone {
     }
 }
 
-/// What kind of effect an intent has, as the tool registry classes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum EffectClass {
-    /// `read_only`: reads, changes nothing.
-    ReadOnly,
-    /// `local_write`: changes state on this node only.
-    LocalWrite,
-    /// `external_write`: changes something outside the node.
-    ExternalWrite,
-    /// `control`: a node control method.
-    Control,
-    /// `forward`: sends the intent to another node.
-    Forward,
-}
-
-impl EffectClass {
-    /// The name policies compare `context.effect` with.
-    pub const fn name(self) -> &'static str {
-        match self {
-            EffectClass::ReadOnly => "read_only",
-            EffectClass::LocalWrite => "local_write",
-            EffectClass::ExternalWrite => "external_write",
-            EffectClass::Control => "control",
-            EffectClass::Forward => "forward",
-        }
-    }
-}
+/// What kind of effect an intent has: the protocol's one definition,
+/// shared with the node's tool registry.
+pub use mxp_protocol::EffectClass;
 
 /// An intent's arguments as a Cedar record (`context.args`).
 ///
