@@ -159,21 +159,56 @@ impl NodeIdentity {
     }
 
     /// Loads the identity kept in `dir` (`cert.der`, `key.der`), or creates
-    /// it there on first use (the folder too; the key file readable by its
-    /// owner only).
+    /// it there on first use: the folder (and missing parents) mode 0700, the
+    /// key file 0600 and the certificate 0644, whatever the umask. Warnings
+    /// about loose folder modes (see [`NodeIdentity::load_or_create_checked`])
+    /// are logged.
     ///
     /// # Errors
     /// [`TransportError::Identity`] naming the file if it cannot be read,
-    /// written, or does not hold a certificate and its PKCS#8 key.
+    /// written, does not hold a certificate and its PKCS#8 key, or is open
+    /// to other users (a key file with group or other permission bits, a
+    /// folder or certificate others may write).
     pub fn load_or_create(dir: &Path) -> Result<NodeIdentity, TransportError> {
+        let (id, warnings) = NodeIdentity::load_or_create_checked(dir)?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(id)
+    }
+
+    /// [`NodeIdentity::load_or_create`], returning its warnings for the caller
+    /// to show instead of logging them.
+    ///
+    /// On Unix an existing identity is checked before it is read: a key file
+    /// with any group or other permission bit (e.g. 0644), a folder or
+    /// certificate that group or others may write, is refused with the mode
+    /// and the `chmod` that fixes it; a folder that group or others may only
+    /// read or list is a warning.
+    ///
+    /// # Errors
+    /// As [`NodeIdentity::load_or_create`].
+    pub fn load_or_create_checked(
+        dir: &Path,
+    ) -> Result<(NodeIdentity, Vec<String>), TransportError> {
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
         let io_err = |path: &Path, e: std::io::Error| TransportError::Identity {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
+        let mut warnings = Vec::new();
+        if dir.exists() {
+            if let Some(w) = check_private_dir(dir, "identity folder")? {
+                warnings.push(w);
+            }
+        } else {
+            create_private_dir(dir).map_err(|e| io_err(dir, e))?;
+        }
         match (cert_path.exists(), key_path.exists()) {
             (true, true) => {
+                check_key_file(&key_path)?;
+                check_cert_file(&cert_path)?;
                 let cert = std::fs::read(&cert_path).map_err(|e| io_err(&cert_path, e))?;
                 let key = std::fs::read(&key_path).map_err(|e| io_err(&key_path, e))?;
                 let id = NodeIdentity::from_parts(
@@ -198,15 +233,15 @@ impl NodeIdentity {
                         ),
                     });
                 }
-                Ok(id)
+                Ok((id, warnings))
             }
             (false, false) => {
-                std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
                 let id = NodeIdentity::generate()?;
-                write_private(&key_path, id.key.secret_pkcs8_der())
+                write_new(&key_path, id.key.secret_pkcs8_der(), 0o600)
                     .map_err(|e| io_err(&key_path, e))?;
-                std::fs::write(&cert_path, id.cert.as_ref()).map_err(|e| io_err(&cert_path, e))?;
-                Ok(id)
+                write_new(&cert_path, id.cert.as_ref(), 0o644)
+                    .map_err(|e| io_err(&cert_path, e))?;
+                Ok((id, warnings))
             }
             (true, false) | (false, true) => Err(TransportError::Identity {
                 path: dir.display().to_string(),
@@ -235,18 +270,109 @@ impl NodeIdentity {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a new file (never an existing one) created with `mode` on Unix,
+/// so it is never readable by others, even for an instant or under umask 000.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        opts.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     let mut f = opts.open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Creates `dir` and its missing parents with mode 0700 on Unix (the umask
+/// can only remove bits from it).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// The permission bits of `path` (following symlinks); `None` off Unix.
+fn mode_of(path: &Path) -> Result<Option<u32>, TransportError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| TransportError::Identity {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(meta.permissions().mode() & 0o7777))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
+/// An existing folder: refused if group or others may write it (they could
+/// replace the key), a warning if they may only read or list it.
+fn check_private_dir(dir: &Path, what: &str) -> Result<Option<String>, TransportError> {
+    let Some(mode) = mode_of(dir)? else {
+        return Ok(None);
+    };
+    let shown = dir.display();
+    if mode & 0o022 != 0 {
+        return Err(TransportError::Identity {
+            path: shown.to_string(),
+            reason: format!(
+                "{what} has mode {mode:04o}: group or other users may write it and replace the identity; fix: chmod 700 {shown}"
+            ),
+        });
+    }
+    Ok((mode & 0o077 != 0).then(|| {
+        format!(
+            "{what} {shown} has mode {mode:04o}: group or other users may list it (the key file itself is private); fix: chmod 700 {shown}"
+        )
+    }))
+}
+
+/// The key file: refused if it has any group or other permission bit.
+fn check_key_file(path: &Path) -> Result<(), TransportError> {
+    let Some(mode) = mode_of(path)? else {
+        return Ok(());
+    };
+    if mode & 0o077 != 0 {
+        let shown = path.display();
+        return Err(TransportError::Identity {
+            path: shown.to_string(),
+            reason: format!(
+                "private key file has mode {mode:04o}: group or other users may read or change it; fix: chmod 600 {shown} (if others may have read it, remove {CERT_FILE} and {KEY_FILE} to make a new identity)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The certificate is public, but others must not be able to swap it.
+fn check_cert_file(path: &Path) -> Result<(), TransportError> {
+    let Some(mode) = mode_of(path)? else {
+        return Ok(());
+    };
+    let shown = path.display();
+    if mode & 0o022 != 0 {
+        return Err(TransportError::Identity {
+            path: shown.to_string(),
+            reason: format!(
+                "certificate has mode {mode:04o}: group or other users may change it; fix: chmod 644 {shown}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The default folder of the `mxp` CLI's own identity: `$MXP_CONFIG_DIR/identity`,
@@ -501,11 +627,95 @@ mod tests {
         assert!(e.contains("not the other"), "{e}");
         // Another identity's key with this certificate.
         let other = NodeIdentity::generate().unwrap();
-        std::fs::write(dir.path().join(KEY_FILE), other.key.secret_pkcs8_der()).unwrap();
+        write_new(
+            &dir.path().join(KEY_FILE),
+            other.key.secret_pkcs8_der(),
+            0o600,
+        )
+        .unwrap();
         let e = NodeIdentity::load_or_create(dir.path())
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not match"), "{e}");
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_identity_files_and_folders_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let id_dir = dir.path().join("a").join("identity");
+        let (_, warnings) = NodeIdentity::load_or_create_checked(&id_dir).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // The umask may remove bits, never add them.
+        assert_eq!(mode(&id_dir) & !0o700, 0, "{:o}", mode(&id_dir));
+        assert_eq!(mode(&dir.path().join("a")) & !0o700, 0);
+        assert_eq!(mode(&id_dir.join(KEY_FILE)) & !0o600, 0);
+        assert_eq!(mode(&id_dir.join(CERT_FILE)) & !0o644, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_others_may_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = NodeIdentity::load_or_create(dir.path()).unwrap();
+        let key = dir.path().join(KEY_FILE);
+        for loose in [0o644, 0o640, 0o604, 0o660] {
+            chmod(&key, loose);
+            let e = NodeIdentity::load_or_create(dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&key.display().to_string()), "{e}");
+            assert!(e.contains(&format!("{loose:04o}")), "{e}");
+            assert!(e.contains(&format!("chmod 600 {}", key.display())), "{e}");
+        }
+        chmod(&key, 0o400);
+        let again = NodeIdentity::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.peer_id(), first.peer_id());
+        chmod(&key, 0o600);
+        let cert = dir.path().join(CERT_FILE);
+        chmod(&cert, 0o666);
+        let e = NodeIdentity::load_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("chmod 644 {}", cert.display())), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_folder_is_a_warning_or_refused_when_others_may_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let id_dir = dir.path().join("identity");
+        NodeIdentity::load_or_create(&id_dir).unwrap();
+        chmod(&id_dir, 0o755);
+        let (_, warnings) = NodeIdentity::load_or_create_checked(&id_dir).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("0755"), "{warnings:?}");
+        assert!(
+            warnings[0].contains(&format!("chmod 700 {}", id_dir.display())),
+            "{warnings:?}"
+        );
+        for loose in [0o775, 0o777, 0o702] {
+            chmod(&id_dir, loose);
+            let e = NodeIdentity::load_or_create(&id_dir)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{loose:04o}")), "{e}");
+            assert!(
+                e.contains(&format!("chmod 700 {}", id_dir.display())),
+                "{e}"
+            );
+        }
+        chmod(&id_dir, 0o700);
+        let (_, warnings) = NodeIdentity::load_or_create_checked(&id_dir).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

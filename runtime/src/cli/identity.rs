@@ -13,7 +13,9 @@ pub const LONG_ABOUT: &str = "Print the fingerprint of the CLI's own identity, a
     presents this identity (mutual TLS); a node that pins its peers must list this fingerprint, \
     and a node with operators must list it in node.operators for `mxp agent`. The identity (cert.der, key.der) is created on first \
     use in $MXP_CONFIG_DIR/identity, else $XDG_CONFIG_HOME/mxp/identity, else \
-    ~/.config/mxp/identity, or in --identity-dir.\n\n\
+    ~/.config/mxp/identity, or in --identity-dir: the folder mode 0700, key.der 0600. \
+    A key file group or others may read (e.g. mode 0644), or a folder they may write, is \
+    refused with the `chmod` that fixes it; a folder they may only list is a warning on stderr.\n\n\
     Output:\n  \
     fingerprint: <64 hex digits>\n  \
     folder: <path>\n  \

@@ -178,7 +178,13 @@ pub fn load_identity(dir: Option<&Path>) -> Result<(NodeIdentity, PathBuf), CliE
             )
         })?,
     };
-    let identity = NodeIdentity::load_or_create(&dir).map_err(|e| CliError::Io(e.to_string()))?;
+    // Created 0700 (key 0600); a key others may read is refused, a folder
+    // they may list is a warning on stderr.
+    let (identity, warnings) =
+        NodeIdentity::load_or_create_checked(&dir).map_err(|e| CliError::Io(e.to_string()))?;
+    for w in warnings {
+        eprintln!("mxp: warning: {w}");
+    }
     Ok((identity, dir))
 }
 
