@@ -157,9 +157,10 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line:?}"
         );
+        // The node's own metrics, and the standard process metrics.
         assert!(
-            name.starts_with("mxp_"),
-            "metric without the mxp_ prefix: {line:?}"
+            name.starts_with("mxp_") || name.starts_with("process_"),
+            "metric without the mxp_ or process_ prefix: {line:?}"
         );
         out.insert(series.to_owned(), value);
     }
@@ -236,6 +237,14 @@ fn node_serves_calls_and_metrics_and_stops_on_sigterm() {
     );
     assert_eq!(metrics["mxp_agents{status=\"active\"}"], 1.0);
     assert!(metrics.contains_key("mxp_quic_connections"));
+    assert_eq!(
+        metrics[&format!(
+            "mxp_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )],
+        1.0
+    );
+    assert!(metrics["process_resident_memory_bytes"] > 0.0);
     assert!(
         !metrics
             .keys()

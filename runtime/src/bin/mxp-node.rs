@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mxp_runtime::node::http::Readiness;
 use mxp_runtime::node::{self, Config, DEFAULT_TOML};
 
 /// Runs an MXP node: agents as supervised actors, MXP over QUIC, Prometheus metrics.
@@ -20,8 +21,16 @@ use mxp_runtime::node::{self, Config, DEFAULT_TOML};
 /// SIGINT or SIGTERM stop the node gracefully: agents retire, in-flight Calls
 /// drain (node.shutdown_grace_ms), then the node exits 0.
 ///
+/// With metrics on, the same listener answers GET /healthz (200 while the
+/// process serves HTTP) and GET /readyz (200 once the node has started, 503
+/// while it starts or shuts down).
+///
+/// The data folder and its identity/ folder are created mode 0700, the key
+/// file 0600; a key file group or others may read is refused at start.
+///
 /// Exit codes: 0 stopped cleanly, 1 failed while running, 2 invalid
-/// configuration or arguments.
+/// configuration or arguments, an unusable data folder or identity, or an
+/// address (node.listen, metrics.listen) that cannot be bound.
 #[derive(Debug, Parser)]
 #[command(name = "mxp-node", version, verbatim_doc_comment)]
 struct Args {
@@ -52,9 +61,12 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let config = match Config::load(
+    init_tracing();
+    let loaded = match Config::load_with_warnings(
         text.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
-        std::env::vars(),
+        // Names and values that are not UTF-8 cannot be settings: skipped.
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
     ) {
         Ok(c) => c,
         Err(e) => {
@@ -62,11 +74,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in &loaded.warnings {
+        tracing::warn!("environment variable {w}");
+    }
+    let config = loaded.config;
     if args.check {
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
-    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,27 +111,32 @@ async fn run(config: Config) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mxp-node: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(e.exit_code());
         }
     };
-    if let Some(addr) = prepared.metrics
-        && let Err(e) = node::install_metrics(addr)
-    {
-        eprintln!("mxp-node: {e}");
-        return ExitCode::FAILURE;
-    }
-    let (agents, metrics, grace) = (prepared.agents.clone(), prepared.metrics, prepared.grace);
+    let endpoint = match prepared.metrics.map(node::install_metrics).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("mxp-node: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let (agents, grace) = (prepared.agents.clone(), prepared.grace);
     let node = match node::start(prepared).await {
         Ok(n) => n,
         Err(e) => {
+            let e = e.name_setting();
             eprintln!("mxp-node: cannot start: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(e.exit_code());
         }
     };
     println!("mxp-node listening on {} (QUIC, ALPN mxp/1)", node.url());
     println!("node fingerprint: {}", node.peer_id());
-    if let Some(m) = metrics {
-        println!("metrics: http://{m}/metrics");
+    if let Some(m) = &endpoint {
+        println!(
+            "metrics: http://{}/metrics (health: /healthz, readiness: /readyz)",
+            m.addr
+        );
     }
     for (id, name) in &agents {
         println!("agent {name}: {id}");
@@ -127,7 +147,13 @@ async fn run(config: Config) -> ExitCode {
             node.url().clone().with_agent(*id)
         );
     }
+    if let Some(m) = &endpoint {
+        m.health.set(Readiness::Ready);
+    }
     node::shutdown_signal().await;
+    if let Some(m) = &endpoint {
+        m.health.set(Readiness::Stopping);
+    }
     println!("shutting down: retiring agents (grace {grace:?})");
     let left = node.shutdown(grace).await;
     if left > 0 {

@@ -24,7 +24,8 @@ macro_rules! lifecycle_help {
             and prints `<agent-id>: <new state>`.\n\n\
             Only the node's operators may do this: a node with node.operators set refuses \
             everyone else (exit 3, `denied`); print this CLI's fingerprint with `mxp identity` \
-            and add it there. A node without operators accepts any peer (development mode). A \
+            and add it there. A node without operators (the embedded default) refuses everyone \
+            and says how to become one. A \
             transition the agent's state does not allow is refused (exit 3) with the node's \
             reason, e.g. \"cannot suspend an agent that is suspended\".\n\n\
             Lifecycle: active --suspend--> suspended --resume--> active; ready, active or \
@@ -32,7 +33,9 @@ macro_rules! lifecycle_help {
             Example:\n  \
             mxp agent ",
             $verb,
-            " mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001\n\n",
+            " mxp://127.0.0.1:9000/<agent-id>\n\n",
+            agent_id_note!(),
+            "\n\n",
             node_exit_codes!(
                 "a URL without an agent id",
                 "denied, unknown agent, a transition the state does not allow"
@@ -42,14 +45,17 @@ macro_rules! lifecycle_help {
 }
 
 /// The long help of `mxp agent`.
-pub const LONG_ABOUT: &str = "Suspend, resume or retire an agent on a node (operators only).\n\n\
+pub const LONG_ABOUT: &str = concat!(
+    "Suspend, resume or retire an agent on a node (operators only).\n\n\
     A suspended agent refuses Calls (agent_unavailable, retriable) until it is resumed; a \
     retiring agent refuses new Calls, finishes the ones under way, stops and leaves the node's \
     list (`mxp agents`).\n\n\
     Examples:\n  \
-    mxp agent suspend mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001\n  \
-    mxp agent resume mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001\n  \
-    mxp agent retire mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001";
+    mxp agent suspend mxp://127.0.0.1:9000/<agent-id>\n  \
+    mxp agent resume mxp://127.0.0.1:9000/<agent-id>\n  \
+    mxp agent retire mxp://127.0.0.1:9000/<agent-id>\n\n",
+    agent_id_note!()
+);
 
 /// Arguments of `mxp agent`.
 #[derive(Debug, Args)]
@@ -103,17 +109,15 @@ pub fn explain_denied(err: CliError) -> CliError {
             code,
             message,
             retriable,
-        } if code == ErrorCode::DENIED && !message.contains("node.operators") => {
-            CliError::Remote {
-                code,
-                message: format!(
-                    "{message}; only the node's operators may suspend, resume or retire agents: \
+        } if code == ErrorCode::DENIED && !message.contains("node.operators") => CliError::Remote {
+            code,
+            message: format!(
+                "{message}; only the node's operators may suspend, resume or retire agents: \
                      print this CLI's fingerprint with `mxp identity` and add it to node.operators \
                      in the node's configuration (or use --identity-dir with an operator's identity)"
-                ),
-                retriable,
-            }
-        }
+            ),
+            retriable,
+        },
         other => other,
     }
 }

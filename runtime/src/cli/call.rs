@@ -12,7 +12,8 @@ use super::remote::{self, ConnectArgs};
 use super::{CliError, write_out};
 
 /// The long help of `mxp call`.
-pub const LONG_ABOUT: &str = "Call an agent on an MXP node and print the result.\n\n\
+pub const LONG_ABOUT: &str = concat!(
+    "Call an agent on an MXP node and print the result.\n\n\
     The JSON argument is the Call body, {\"method\": \"...\", \"params\": ...}; with --method NAME \
     it is the params alone (and may be left out: params null). `-` reads it from stdin.\n\n\
     On success the Response's `result` is printed as pretty JSON (--raw-json: the whole \
@@ -20,14 +21,17 @@ pub const LONG_ABOUT: &str = "Call an agent on an MXP node and print the result.
     The CLI connects with its own identity (see `mxp identity`), created on first use. \
     Without --server-fingerprint any node key is accepted (development mode).\n\n\
     Examples:\n  \
-    mxp call mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n  \
-    mxp call --method echo mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 '{\"hello\":\"world\"}' --timeout 2s\n\n\
-    (ec400000-0000-4000-8000-000000000001 is the agent of the echo_node example: \
-    cargo run -p mxp-examples --example echo_node)\n\n\
+    mxp call mxp://127.0.0.1:9000/<agent-id> '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n  \
+    mxp call --method echo mxp://127.0.0.1:9000/<agent-id> '{\"hello\":\"world\"}' --timeout 2s\n  \
+    mxp call --method status mxp://127.0.0.1:9000/<agent-id>\n\n",
+    agent_id_note!(),
+    " (The echo_node example, cargo run -p mxp-examples --example echo_node, hosts an agent \
+    with the fixed id ec400000-0000-4000-8000-000000000001.)\n\n\
     Exit codes: 0 success; 1 local failure or an answer that is not valid MXP; 2 bad arguments \
     or input (URL, JSON, duration, fingerprint); 3 the node answered with an Error frame (stderr says \
     whether it is retriable); 4 no answer within --timeout; 5 the node could not be reached \
-    (unreachable, refused, TLS handshake failed e.g. a fingerprint mismatch, connection lost).";
+    (unreachable, refused, TLS handshake failed e.g. a fingerprint mismatch, connection lost)."
+);
 
 /// Arguments of `mxp call`.
 #[derive(Debug, Args)]

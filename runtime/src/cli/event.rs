@@ -13,16 +13,20 @@ use super::duration::format_duration;
 use super::remote::{self, ConnectArgs};
 
 /// The long help of `mxp event`.
-pub const LONG_ABOUT: &str = "Send an Event to an agent on an MXP node (fire-and-forget).\n\n\
+pub const LONG_ABOUT: &str = concat!(
+    "Send an Event to an agent on an MXP node (fire-and-forget).\n\n\
     The Event's target is the URL's agent, its data the JSON argument (null if left out; `-` \
     reads stdin). The command exits 0 once the node has acknowledged the data; that says the \
     node received it, not that an agent handled it (a node drops events for agents it does not \
     have, or whose mailbox is full). Nothing is printed on success.\n\n\
     Example:\n  \
-    mxp event mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 --topic greeting '{\"hello\":\"world\"}'\n\n\
+    mxp event mxp://127.0.0.1:9000/<agent-id> --topic greeting '{\"hello\":\"world\"}'\n\n",
+    agent_id_note!(),
+    "\n\n\
     Exit codes: 0 the node has the event; 1 local failure; 2 bad arguments or input; 4 not \
     acknowledged within --timeout; 5 the node could not be reached (unreachable, refused, TLS \
-    handshake failed, connection lost).";
+    handshake failed, connection lost)."
+);
 
 /// Arguments of `mxp event`.
 #[derive(Debug, Args)]

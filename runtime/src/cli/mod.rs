@@ -36,6 +36,16 @@ macro_rules! node_exit_codes {
     };
 }
 
+/// What `<agent-id>` in the help's examples stands for (a literal, for `concat!`).
+macro_rules! agent_id_note {
+    () => {
+        "<agent-id> is the id of an agent on that node: mxp-node prints it at start \
+        (`agent demo: <agent-id>`, and a ready-to-paste `try: mxp call ...` line; the demo \
+        agent's id is derived from the node's identity, so every node's differs), and \
+        `mxp agents mxp://127.0.0.1:9000` lists them."
+    };
+}
+
 pub mod agent;
 pub mod agents;
 pub mod call;
@@ -69,11 +79,14 @@ const OUT_BUFFER: usize = 64 * 1024;
         agents (`mxp agent`).\n\n\
         Examples:\n  \
         mxp frame encode --type call --message-id 42 --payload-hex 68656c6c6f | mxp frame decode\n  \
-        mxp call mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001 '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n  \
         mxp agents mxp://127.0.0.1:9000\n  \
+        mxp call mxp://127.0.0.1:9000/<agent-id> '{\"method\":\"echo\",\"params\":{\"hello\":\"world\"}}'\n  \
         mxp discover mxp://127.0.0.1:9000 echo\n  \
         mxp node status mxp://127.0.0.1:9000\n  \
-        mxp agent suspend mxp://127.0.0.1:9000/ec400000-0000-4000-8000-000000000001\n\n\
+        mxp agent suspend mxp://127.0.0.1:9000/<agent-id>\n\n\
+        <agent-id> is the id of an agent on that node: mxp-node prints it at start \
+        (`agent demo: <agent-id>`, and a ready-to-paste `try: mxp call ...` line), and \
+        `mxp agents` lists them.\n\n\
         Exit codes: 0 success; 1 I/O or local failure, lost framing, or an answer that is not valid MXP; \
         2 bad arguments or input; 3 the node answered with an Error frame; 4 no answer within --timeout; \
         5 the node could not be reached (unreachable, refused, TLS handshake failed, connection lost)."
@@ -415,6 +428,55 @@ mod tests {
             sub = sub.find_subcommand_mut(name).unwrap();
         }
         sub.render_long_help().to_string()
+    }
+
+    /// Every command's long help, by path (the top level is `[]`).
+    fn every_help() -> Vec<(Vec<String>, String)> {
+        fn walk(cmd: &mut clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+            out.push((path.clone(), cmd.render_long_help().to_string()));
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|c| c.get_name().to_owned())
+                .collect();
+            for name in names {
+                let mut p = path.clone();
+                p.push(name.clone());
+                if let Some(sub) = cmd.find_subcommand_mut(&name) {
+                    walk(sub, p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&mut Cli::command(), Vec::new(), &mut out);
+        out
+    }
+
+    #[test]
+    fn help_examples_use_agent_ids_a_default_node_prints() {
+        let helps = every_help();
+        assert!(helps.len() > 10, "{}", helps.len());
+        let mut with_agents = 0;
+        for (path, help) in &helps {
+            let mut uses = 0;
+            for (at, _) in help.match_indices("mxp://127.0.0.1:9000/") {
+                let after = &help[at + "mxp://127.0.0.1:9000/".len()..];
+                assert!(
+                    after.starts_with("<agent-id>"),
+                    "{path:?}: an example names an agent a default node does not have: {}",
+                    after.lines().next().unwrap_or_default()
+                );
+                uses += 1;
+            }
+            if uses > 0 {
+                with_agents += 1;
+                assert!(
+                    help.contains("mxp-node prints it at start") && help.contains("mxp agents"),
+                    "{path:?}: <agent-id> is not explained: {help}"
+                );
+            }
+        }
+        // mxp, call, event, agent and its three verbs.
+        assert!(with_agents >= 7, "{with_agents}");
     }
 
     #[test]

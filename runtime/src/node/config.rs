@@ -149,6 +149,97 @@ pub enum ConfigError {
     },
 }
 
+/// Environment variables starting with `MXP_` that are not node settings
+/// (the `mxp` CLI reads them); `mxp-node` ignores them without a warning.
+pub const OTHER_VARIABLES: &[&str] = &["MXP_CONFIG_DIR"];
+
+/// An environment variable that looks like a setting but was ignored, e.g.
+/// `MXP_NODE_LISTEN` (one underscore between section and key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The variable's name.
+    pub variable: String,
+    /// What is wrong with it, and the right spelling when one is close.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+/// A configuration, and what loading it warned about (to log at start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Environment variables ignored though they look like settings.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// `MXP_<SECTION>__<KEY>` for every key of every table in `value`.
+fn setting_variables(value: &toml::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (section, v) in value.as_table().into_iter().flatten() {
+        for key in v.as_table().into_iter().flat_map(|t| t.keys()) {
+            out.push(format!(
+                "MXP_{}__{}",
+                section.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            ));
+        }
+    }
+    out
+}
+
+/// Edit distance (Levenshtein) of two ASCII-ish strings, by bytes.
+fn distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diag = i;
+        let mut prev = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row.get(j + 1).copied().unwrap_or(usize::MAX);
+            let cost = diag + usize::from(ca != *cb);
+            let cell = cost.min(prev + 1).min(up.saturating_add(1));
+            diag = up;
+            if let Some(c) = row.get_mut(j + 1) {
+                *c = cell;
+            }
+            prev = cell;
+        }
+        if let Some(c) = row.first_mut() {
+            *c = i + 1;
+        }
+    }
+    row.last().copied().unwrap_or(0)
+}
+
+/// The setting variable `name` was probably meant to be: the same letters
+/// with other underscores, else the closest within three edits.
+fn suggest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    let upper = name.to_ascii_uppercase();
+    let letters = |s: &str| s.chars().filter(|c| *c != '_').collect::<String>();
+    let wanted = letters(&upper);
+    if let Some(k) = known.iter().find(|k| letters(k) == wanted) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (distance(&upper, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+fn did_you_mean(name: &str, known: &[String]) -> String {
+    suggest(name, known)
+        .map(|k| format!("; did you mean {k}?"))
+        .unwrap_or_default()
+}
+
 fn key_err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         key: key.to_owned(),
@@ -183,7 +274,8 @@ fn env_value(raw: &str) -> toml::Value {
 
 impl Config {
     /// Loads the configuration: defaults, then `file` (its name and text),
-    /// then every `MXP_SECTION__KEY` in `env`.
+    /// then every `MXP_SECTION__KEY` in `env`. Warnings (variables ignored)
+    /// are dropped: see [`Config::load_with_warnings`].
     ///
     /// # Errors
     /// [`ConfigError`] naming the key (or the file position) and the reason.
@@ -191,6 +283,22 @@ impl Config {
         file: Option<(&str, &str)>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Config::load_with_warnings(file, env).map(|l| l.config)
+    }
+
+    /// [`Config::load`], with a warning for every `MXP_` variable that is
+    /// neither a setting nor one of [`OTHER_VARIABLES`] (e.g.
+    /// `MXP_NODE_LISTEN`: not `MXP_<SECTION>__<KEY>`), naming the setting it
+    /// was probably meant to be. A variable naming a section or a key that
+    /// does not exist is an error, not a warning.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key (or the file position, or the
+    /// variable) and the reason.
+    pub fn load_with_warnings(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
         let syntax = |origin: &str, e: toml::de::Error| ConfigError::Syntax {
             origin: origin.to_owned(),
             message: e.to_string(),
@@ -202,16 +310,36 @@ impl Config {
             // A file that lists agents replaces the default demo agent.
             merge(&mut value, user);
         }
+        let known = setting_variables(&value);
+        let mut warnings = Vec::new();
+        // Keys the environment added that neither the defaults nor the file
+        // have: (variable, section, key), to name the variable if unknown.
+        let mut added = Vec::new();
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("MXP_"))
+            .collect();
+        env.sort();
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("MXP_") else {
                 continue;
             };
+            if OTHER_VARIABLES.contains(&name.as_str()) {
+                continue;
+            }
             let Some((section_name, key_name)) = rest
                 .split_once("__")
                 .map(|(s, k)| (s.to_ascii_lowercase(), k.to_ascii_lowercase()))
                 .filter(|(s, k)| !s.is_empty() && !k.is_empty() && !k.contains("__"))
             else {
-                // Other MXP_ variables (e.g. MXP_CONFIG_DIR for the CLI) are not node settings.
+                let message = match suggest(&name, &known) {
+                    Some(k) => format!("not a setting, ignored; did you mean {k}?"),
+                    None => "not a setting, ignored: settings are MXP_<SECTION>__<KEY> (two underscores between section and key), listed by mxp-node --print-default-config".to_owned(),
+                };
+                warnings.push(ConfigWarning {
+                    variable: name,
+                    message,
+                });
                 continue;
             };
             let key = format!("{section_name}.{key_name}");
@@ -222,20 +350,37 @@ impl Config {
                 .ok_or_else(|| {
                     key_err(
                         &key,
-                        format!("environment variable {name}: no section [{section_name}]"),
+                        format!(
+                            "environment variable {name}: no section [{section_name}]{}",
+                            did_you_mean(&name, &known)
+                        ),
                     )
                 })?;
+            if !section.contains_key(&key_name) {
+                added.push((name.clone(), section_name, key_name.clone()));
+            }
             section.insert(key_name, env_value(&raw));
         }
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            key_err(
-                if key == "." { "(top level)" } else { &key },
-                e.into_inner().to_string(),
-            )
+            let reason = e.into_inner().to_string();
+            let unknown = added.iter().find(|(_, section, k)| {
+                (key == *section || key == format!("{section}.{k}"))
+                    && reason.contains(&format!("unknown field `{k}`"))
+            });
+            match unknown {
+                Some((name, section, k)) => key_err(
+                    &format!("{section}.{k}"),
+                    format!(
+                        "environment variable {name}: no key {k} in [{section}]{}",
+                        did_you_mean(name, &known)
+                    ),
+                ),
+                None => key_err(if key == "." { "(top level)" } else { &key }, reason),
+            }
         })?;
         config.validate()?;
-        Ok(config)
+        Ok(Loaded { config, warnings })
     }
 
     /// Checks what types alone cannot.
@@ -474,6 +619,100 @@ mod tests {
         }
         let e = load("[node", &[]).unwrap_err().to_string();
         assert!(e.starts_with("node.toml: not valid TOML"), "{e}");
+    }
+
+    fn warnings(env: &[(&str, &str)]) -> Vec<ConfigWarning> {
+        Config::load_with_warnings(
+            None,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .unwrap()
+        .warnings
+    }
+
+    #[test]
+    fn misspelled_variables_are_warned_about_with_the_right_spelling() {
+        let w = warnings(&[("MXP_NODE_LISTEN", "127.0.0.1:9001")]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].variable, "MXP_NODE_LISTEN");
+        assert!(
+            w[0].message.contains("did you mean MXP_NODE__LISTEN?"),
+            "{w:?}"
+        );
+        assert!(w[0].to_string().starts_with("MXP_NODE_LISTEN: "));
+        for (wrong, right) in [
+            ("MXP_METRICS_LISTEN", "MXP_METRICS__LISTEN"),
+            ("MXP_NODE__DATA__DIR", "MXP_NODE__DATA_DIR"),
+            ("MXP_NODE_DATA_DIR", "MXP_NODE__DATA_DIR"),
+            ("MXP_NODELISTEN", "MXP_NODE__LISTEN"),
+        ] {
+            let w = warnings(&[(wrong, "1")]);
+            assert_eq!(w.len(), 1, "{wrong}: {w:?}");
+            assert!(
+                w[0].message.contains(&format!("did you mean {right}?")),
+                "{wrong}: {w:?}"
+            );
+        }
+        // Nothing close: the message says how settings are spelled.
+        let w = warnings(&[("MXP_WHATEVER", "1")]);
+        assert!(w[0].message.contains("MXP_<SECTION>__<KEY>"), "{w:?}");
+        // The CLI's variables, right spellings and other prefixes: no warning.
+        assert!(
+            warnings(&[
+                ("MXP_CONFIG_DIR", "/x"),
+                ("MXP_NODE__LISTEN", "127.0.0.1:9001"),
+                ("MXPNODE_LISTEN", "x"),
+                ("HOME", "/home/x"),
+            ])
+            .is_empty()
+        );
+        // The misspelled variable really was ignored.
+        let c = Config::load_with_warnings(
+            None,
+            [("MXP_NODE_LISTEN".to_owned(), "127.0.0.1:9001".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(c.config.node.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_from_the_environment_name_the_variable() {
+        let e = load("", &[("MXP_NDOE__LISTEN", "127.0.0.1:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MXP_NDOE__LISTEN"), "{e}");
+        assert!(e.contains("did you mean MXP_NODE__LISTEN?"), "{e}");
+        let e = load("", &[("MXP_NODE__LISTN", "127.0.0.1:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("node.listn: environment variable MXP_NODE__LISTN"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean MXP_NODE__LISTEN?"), "{e}");
+        for (wrong, right) in [
+            ("MXP__NODE__LISTEN", "MXP_NODE__LISTEN"),
+            (
+                "MXP_TRANSPORT___MAX_CONNECTIONS",
+                "MXP_TRANSPORT__MAX_CONNECTIONS",
+            ),
+        ] {
+            let e = load("", &[(wrong, "1")]).unwrap_err().to_string();
+            assert!(e.contains(wrong), "{e}");
+            assert!(e.contains(&format!("did you mean {right}?")), "{e}");
+        }
+        // An unknown key in the file is still the deserialiser's error.
+        let e = load("[node]\nlistn = \"x\"", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `listn`"), "{e}");
+    }
+
+    #[test]
+    fn distance_counts_edits() {
+        assert_eq!(distance("", ""), 0);
+        assert_eq!(distance("abc", ""), 3);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("MXP_NODE_LISTEN", "MXP_NODE__LISTEN"), 1);
     }
 
     #[test]

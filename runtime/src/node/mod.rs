@@ -3,6 +3,8 @@
 //! around [`run`].
 
 pub mod config;
+pub mod http;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,14 +37,114 @@ pub enum RunError {
     /// The node's identity cannot be loaded or created.
     #[error(transparent)]
     Identity(#[from] mxp_transport::TransportError),
+    /// An address from the configuration cannot be bound.
+    #[error(
+        "{setting} = {addr}: cannot bind {what}: {reason}; set {setting} ({variable}) to a free address{hint}"
+    )]
+    Bind {
+        /// The setting, e.g. `metrics.listen`.
+        setting: &'static str,
+        /// Its environment variable, e.g. `MXP_METRICS__LISTEN`.
+        variable: &'static str,
+        /// What listens there.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The OS error.
+        reason: String,
+        /// What else may be done.
+        hint: &'static str,
+    },
     /// The metrics endpoint cannot start.
-    #[error("metrics endpoint on {addr}: {reason}")]
+    #[error("metrics endpoint on {addr} (metrics.listen): {reason}")]
     Metrics {
         /// The address.
         addr: String,
         /// Why.
         reason: String,
     },
+}
+
+impl RunError {
+    /// The exit code `mxp-node` ends with: 2 for what the operator's
+    /// configuration or files decide (settings, data folder, identity, an
+    /// address that cannot be bound), 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_)
+            | RunError::DataDir { .. }
+            | RunError::Identity(_)
+            | RunError::Bind { .. } => 2,
+            RunError::Node(mxp_actors::NodeError::Transport(
+                mxp_transport::TransportError::Bind { .. },
+            )) => 2,
+            RunError::Node(_) | RunError::Metrics { .. } => 1,
+        }
+    }
+
+    /// The same error, naming the setting when it is the QUIC endpoint that
+    /// cannot bind (`node.listen`).
+    pub fn name_setting(self) -> RunError {
+        match self {
+            RunError::Node(mxp_actors::NodeError::Transport(
+                mxp_transport::TransportError::Bind { addr, source },
+            )) => RunError::Bind {
+                setting: "node.listen",
+                variable: "MXP_NODE__LISTEN",
+                what: "the QUIC endpoint (UDP)",
+                addr: addr.to_string(),
+                reason: source.to_string(),
+                hint: " (port 0: any free port)",
+            },
+            other => other,
+        }
+    }
+}
+
+/// The data folder: created with mode 0700 (and its missing parents), or,
+/// when it exists, refused if group or others may write it and a warning
+/// (returned) if they may only read or list it.
+fn prepare_data_dir(data: &std::path::Path) -> Result<Option<String>, RunError> {
+    let shown = data.display();
+    let err = |reason: String| RunError::DataDir {
+        path: shown.to_string(),
+        reason,
+    };
+    match std::fs::metadata(data) {
+        Ok(meta) if !meta.is_dir() => Err(err("exists and is not a folder".into())),
+        Ok(meta) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & 0o022 != 0 {
+                    return Err(err(format!(
+                        "has mode {mode:04o}: group or other users may write it and replace the node's identity; fix: chmod 700 {shown}"
+                    )));
+                }
+                if mode & 0o077 != 0 {
+                    return Ok(Some(format!(
+                        "data folder {shown} has mode {mode:04o}: group or other users may list it; fix: chmod 700 {shown}"
+                    )));
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = meta;
+            Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                b.mode(0o700);
+            }
+            b.create(data).map_err(|e| err(e.to_string()))?;
+            Ok(None)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
 }
 
 /// A stable agent id for an agent configured without one: derived from the
@@ -91,11 +193,12 @@ pub struct Prepared {
 /// [`RunError`] naming the folder, file or key.
 pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
     let data = &config.node.data_dir;
-    std::fs::create_dir_all(data).map_err(|e| RunError::DataDir {
-        path: data.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let identity = NodeIdentity::load_or_create(&data.join("identity"))?;
+    let folder_warning = prepare_data_dir(data)?;
+    let (identity, identity_warnings) =
+        NodeIdentity::load_or_create_checked(&data.join("identity"))?;
+    for w in folder_warning.iter().chain(&identity_warnings) {
+        tracing::warn!("{w}");
+    }
     let peer = identity.peer_id();
     let mut agents = Vec::new();
     let mut specs = Vec::new();
@@ -166,19 +269,45 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
     })
 }
 
-/// Installs the Prometheus exporter on `addr` (`/metrics`) and describes
-/// every metric the node emits. Must run inside a tokio runtime; once per process.
+/// The metrics listener, once bound.
+#[derive(Debug, Clone)]
+pub struct MetricsEndpoint {
+    /// The address it listens on (the real port when `metrics.listen` asked for port 0).
+    pub addr: SocketAddr,
+    /// What `/readyz` reports: set [`http::Readiness::Ready`] once the node
+    /// has started, [`http::Readiness::Stopping`] when it shuts down.
+    pub health: http::Health,
+}
+
+/// Binds `addr` (`metrics.listen`), installs the Prometheus recorder and
+/// serves `/metrics`, `/healthz` and `/readyz` there (see [`http`]); describes
+/// every metric the node emits, sets `mxp_build_info` and adds the process
+/// metrics (`process_*`) to every scrape. Must run inside a tokio runtime;
+/// once per process.
 ///
 /// # Errors
-/// [`RunError::Metrics`] if the address cannot be bound.
-pub fn install_metrics(addr: SocketAddr) -> Result<(), RunError> {
+/// [`RunError::Bind`] naming `metrics.listen` if the address cannot be
+/// bound, [`RunError::Metrics`] if the recorder cannot be installed.
+pub fn install_metrics(addr: SocketAddr) -> Result<MetricsEndpoint, RunError> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let err = |e: &dyn std::fmt::Display| RunError::Metrics {
         addr: addr.to_string(),
         reason: e.to_string(),
     };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let started = std::time::SystemTime::now();
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| RunError::Bind {
+            setting: "metrics.listen",
+            variable: "MXP_METRICS__LISTEN",
+            what: "the metrics HTTP listener (TCP)",
+            addr: addr.to_string(),
+            reason: e.to_string(),
+            hint: ", or to \"\" to turn metrics off",
+        })?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| err(&e))?;
+    let bound = listener.local_addr().map_err(|e| err(&e))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("mxp_call_duration_seconds".into()),
             &[
@@ -193,10 +322,35 @@ pub fn install_metrics(addr: SocketAddr) -> Result<(), RunError> {
             )
         })
         .map_err(|e| err(&e))?
-        .install()
+        .install_recorder()
         .map_err(|e| err(&e))?;
     describe_metrics();
-    Ok(())
+    metrics::gauge!("mxp_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Without its own listener the recorder needs its upkeep run (histogram
+    // draining) by us, as its listener did every 5 s.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let health = http::Health::new();
+    http::serve(
+        listener,
+        move || {
+            let mut text = handle.render();
+            text.push_str(&process::render(&process::sample(started)));
+            text
+        },
+        health.clone(),
+    );
+    Ok(MetricsEndpoint {
+        addr: bound,
+        health,
+    })
 }
 
 fn describe_metrics() {
@@ -238,6 +392,10 @@ fn describe_metrics() {
     describe_counter!(
         "mxp_rate_limited_total",
         "Frames refused by the per-peer rate limit"
+    );
+    describe_gauge!(
+        "mxp_build_info",
+        "Always 1; the label version is this mxp-node's version"
     );
     describe_gauge!(
         "mxp_agents",
