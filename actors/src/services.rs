@@ -23,9 +23,17 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(3600);
 pub struct Services {
     authority: Arc<NodeAuthority>,
     gate: Gate,
-    sessions: Mutex<SessionTable>,
+    sessions: Mutex<Sessions>,
     rng: ring::rand::SystemRandom,
-    minted: std::sync::atomic::AtomicU64,
+}
+
+/// The session table and a pool of random bytes for new session ids (one
+/// system call per 256 ids, not one per Call).
+struct Sessions {
+    table: SessionTable,
+    pool: Box<[u8; 4096]>,
+    used: usize,
+    minted: u64,
 }
 
 impl std::fmt::Debug for Services {
@@ -48,13 +56,17 @@ impl Services {
         Services {
             authority,
             gate,
-            sessions: Mutex::new(SessionTable::new(
-                max_sessions,
-                DEFAULT_SESSIONS_PER_PRINCIPAL.min(max_sessions),
-                session_ttl,
-            )),
+            sessions: Mutex::new(Sessions {
+                table: SessionTable::new(
+                    max_sessions,
+                    DEFAULT_SESSIONS_PER_PRINCIPAL.min(max_sessions),
+                    session_ttl,
+                ),
+                pool: Box::new([0; 4096]),
+                used: 4096,
+                minted: 0,
+            }),
             rng: ring::rand::SystemRandom::new(),
-            minted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -97,23 +109,35 @@ impl Services {
         requested: Option<SessionId>,
         principal: &Principal,
     ) -> Result<SessionId, CallFailure> {
+        let mut guard = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let Sessions {
+            table,
+            pool,
+            used,
+            minted,
+        } = &mut *guard;
+        let rng = &self.rng;
         let fresh = || {
+            if *used + 16 > pool.len() {
+                // The system RNG does not fail on supported platforms; if it
+                // did, the counter mixed in keeps the ids unique here.
+                let _ = rng.fill(&mut pool[..]);
+                *used = 0;
+            }
             let mut bytes = [0u8; 16];
-            // The system RNG does not fail on supported platforms; if it did,
-            // the counter mixed in still keeps the ids unique in this process.
-            let _ = self.rng.fill(&mut bytes);
-            let n = self
-                .minted
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .to_le_bytes();
-            for (b, c) in bytes.iter_mut().zip(n) {
+            if let Some(chunk) = pool.get_mut(*used..*used + 16) {
+                bytes.copy_from_slice(chunk);
+                // Spent: nothing left in memory predicts an id handed out.
+                chunk.fill(0);
+            }
+            *used += 16;
+            *minted += 1;
+            for (b, c) in bytes.iter_mut().zip(minted.to_le_bytes()) {
                 *b ^= c;
             }
             SessionId::from_random(bytes)
         };
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        table
             .admit(requested, principal.id(), Instant::now(), fresh)
             .map_err(|e| match e {
                 SessionError::NotYours(s) => CallFailure::SessionNotYours(s),

@@ -108,7 +108,10 @@ impl SessionTable {
                 last_used: now,
             },
         );
-        self.by_owner.entry(*principal).or_default().push_back(id.clone());
+        self.by_owner
+            .entry(*principal)
+            .or_default()
+            .push_back(id.clone());
         Ok(id)
     }
 
@@ -166,16 +169,25 @@ mod tests {
         let fresh = t.admit(None, &alice, now, || s("s-1")).unwrap();
         assert_eq!(fresh, s("s-1"));
         assert!(t.is_empty(), "a fresh session costs nothing until named");
-        assert_eq!(t.admit(Some(s("s-1")), &alice, now, || s("x")), Ok(s("s-1")));
+        assert_eq!(
+            t.admit(Some(s("s-1")), &alice, now, || s("x")),
+            Ok(s("s-1"))
+        );
         assert_eq!(
             t.admit(Some(s("s-1")), &mallory, now, || s("x")),
             Err(SessionError::NotYours(s("s-1")))
         );
         // A session nobody holds can be named and is claimed.
-        assert_eq!(t.admit(Some(s("mine")), &mallory, now, || s("x")), Ok(s("mine")));
+        assert_eq!(
+            t.admit(Some(s("mine")), &mallory, now, || s("x")),
+            Ok(s("mine"))
+        );
         // After the TTL the session is free again.
         let later = now + Duration::from_secs(61);
-        assert_eq!(t.admit(Some(s("s-1")), &mallory, later, || s("x")), Ok(s("s-1")));
+        assert_eq!(
+            t.admit(Some(s("s-1")), &mallory, later, || s("x")),
+            Ok(s("s-1"))
+        );
     }
 
     #[test]
@@ -202,7 +214,11 @@ mod tests {
         // p's third claim forgets p's oldest, not q's.
         t.admit(Some(s("c")), &p, now, || s("x")).unwrap();
         assert_eq!(t.len(), 3);
-        assert_eq!(t.admit(Some(s("a")), &q, now, || s("x")), Ok(s("a")), "p's oldest was forgotten");
+        assert_eq!(
+            t.admit(Some(s("a")), &q, now, || s("x")),
+            Ok(s("a")),
+            "p's oldest was forgotten"
+        );
         assert_eq!(
             t.admit(Some(s("q1")), &p, now, || s("x")),
             Err(SessionError::NotYours(s("q1")))

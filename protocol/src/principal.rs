@@ -291,10 +291,12 @@ impl SessionId {
     /// A session id from 16 random bytes, as `s-` and 32 hex digits.
     /// Randomness is an input: the caller draws the bytes.
     pub fn from_random(bytes: [u8; 16]) -> SessionId {
+        let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
         let mut s = String::with_capacity(34);
         s.push_str("s-");
         for b in bytes {
-            s.push_str(&format!("{b:02x}"));
+            s.push(digit(b >> 4));
+            s.push(digit(b & 0x0f));
         }
         SessionId(s)
     }

@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::future::Future;
+
 use futures_util::FutureExt;
 use mxp_protocol::{Call, Frame, JsonLimits, SessionId, TypedPayload};
 use mxp_transport::{BodyPermit, Principal};
@@ -119,6 +121,10 @@ impl Actor for Executor {
     }
 }
 
+/// Starts a run. It is polled once here first: a run that needs no wait
+/// (a rule plan of ready tools, the common case) finishes without a task of
+/// its own; one that waits is moved into a task, which polls it again at
+/// once with its own waker. A panic either way crashes the executor.
 fn spawn_run(env: Arc<RunEnv>, job: Job, permit: OwnedSemaphorePermit, exec: ActorRef<ExecMsg>) {
     let span = tracing::debug_span!(
         "plan_run",
@@ -126,17 +132,31 @@ fn spawn_run(env: Arc<RunEnv>, job: Job, permit: OwnedSemaphorePermit, exec: Act
         trace_id = job.reply.trace_id(),
         message_id = job.reply.call_id(),
     );
-    tokio::spawn(
+    let mut run = Box::pin(
         async move {
-            let run = std::panic::AssertUnwindSafe(serve(env, job)).catch_unwind();
-            if let Err(panic) = run.await {
-                let why = panic_text(&panic);
-                let _ = exec.cast(ExecMsg::Crashed(format!("plan run panicked: {why}")));
-            }
+            serve(env, job).await;
             drop(permit);
         }
         .instrument(span),
     );
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let first =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(&mut cx)));
+    match first {
+        Ok(std::task::Poll::Ready(())) => {}
+        Ok(std::task::Poll::Pending) => {
+            tokio::spawn(async move {
+                if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                    let why = panic_text(&panic);
+                    let _ = exec.cast(ExecMsg::Crashed(format!("plan run panicked: {why}")));
+                }
+            });
+        }
+        Err(panic) => {
+            let why = panic_text(&panic);
+            let _ = exec.cast(ExecMsg::Crashed(format!("plan run panicked: {why}")));
+        }
+    }
 }
 
 /// Runs one Call to its answer, or until its caller gives up.
