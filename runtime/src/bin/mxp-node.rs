@@ -16,6 +16,8 @@ use mxp_runtime::node::{self, Config, DEFAULT_TOML};
 /// Settings: embedded defaults, then --config FILE, then MXP_<SECTION>__<KEY>
 /// environment variables (e.g. MXP_NODE__LISTEN=127.0.0.1:9001). Every setting
 /// is listed, with its default, by --print-default-config and in docs/CONFIG.md.
+/// An MXP_ variable that is not a setting (e.g. MXP_NODE_LISTEN) is warned
+/// about at start, with the right spelling.
 /// RUST_LOG sets the log level (default: info).
 ///
 /// SIGINT or SIGTERM stop the node gracefully: agents retire, in-flight Calls
@@ -106,7 +108,47 @@ fn init_tracing() {
         .try_init();
 }
 
+/// SIGINT and SIGTERM, caught from the moment it is made: a signal that
+/// arrives while the node starts, or right after it printed its lines,
+/// still stops it gracefully instead of killing it.
+struct Stop {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Stop {
+    fn catch() -> Stop {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .map_err(|e| tracing::warn!(error = %e, "cannot catch SIGINT/SIGTERM early"))
+                .ok();
+            Stop { signals }
+        }
+        #[cfg(not(unix))]
+        {
+            Stop {}
+        }
+    }
+
+    /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        node::shutdown_signal().await;
+    }
+}
+
 async fn run(config: Config) -> ExitCode {
+    let stop = Stop::catch();
     let prepared = match node::prepare(&config) {
         Ok(p) => p,
         Err(e) => {
@@ -150,7 +192,7 @@ async fn run(config: Config) -> ExitCode {
     if let Some(m) = &endpoint {
         m.health.set(Readiness::Ready);
     }
-    node::shutdown_signal().await;
+    stop.wait().await;
     if let Some(m) = &endpoint {
         m.health.set(Readiness::Stopping);
     }
