@@ -20,7 +20,8 @@ pub const LONG_ABOUT: &str = concat!(
     STATE is a hosted agent's lifecycle state (init, ready, active, suspended, retiring, \
     terminated) and a remote agent's status (online, or offline once its heartbeats stopped); \
     LOCATION is `local` or the URL of the node that hosts the agent; CAPABILITIES are \
-    comma-separated. With --json the node's result, {\"agents\": [...]}, is printed on one line.\n\n\
+    comma-separated. The node answers in pages of up to 1,000 agents; every page is fetched. \
+    With --json the agents, {\"agents\": [...]}, are printed on one line.\n\n\
     NODE is mxp://host:port, without an agent id. The CLI connects with its own identity \
     (see `mxp identity`).\n\n\
     Examples:\n  \
@@ -93,14 +94,33 @@ pub fn format_agents(result: &Value) -> Result<String, CliError> {
 /// # Errors
 /// See [`CliError`] and the exit codes in [`LONG_ABOUT`].
 pub fn run<W: Write>(args: &AgentsArgs, out: &mut W) -> Result<(), CliError> {
-    let result = remote::call_node_agent(
-        &args.target.connect,
-        &args.target.node,
-        "agents.list",
-        Value::Null,
-    )?;
+    // The node answers one page at a time; follow `next` to the last, at most
+    // MAX_PAGES pages (a node that keeps answering `next` cannot loop us).
+    let mut agents: Vec<Value> = Vec::new();
+    let mut after = Value::Null;
+    for _ in 0..MAX_PAGES {
+        let page = remote::call_node_agent(
+            &args.target.connect,
+            &args.target.node,
+            "agents.list",
+            serde_json::json!({ "after": after }),
+        )?;
+        if let Some(list) = page.get("agents").and_then(Value::as_array) {
+            agents.extend(list.iter().cloned());
+        } else {
+            return Err(remote::unexpected("agents.list", "no \"agents\" in the result"));
+        }
+        match page.get("next") {
+            Some(next) if !next.is_null() && *next != after => after = next.clone(),
+            _ => break,
+        }
+    }
+    let result = serde_json::json!({ "agents": agents });
     remote::print_result(out, args.json, &result, format_agents)
 }
+
+/// Pages of `agents.list` followed at most (1,000 agents a page).
+const MAX_PAGES: usize = 1000;
 
 #[cfg(test)]
 mod tests {
