@@ -168,11 +168,17 @@ fn under_umask_000_the_data_folder_and_key_are_still_private() {
     let mut running = Running::spawn(sh);
     running.line("node fingerprint: ");
     // What the umask would have made 0777 / 0666.
-    assert_eq!(mode(&dir.path().join("parent")), 0o700);
-    assert_eq!(mode(&data), 0o700);
-    assert_eq!(mode(&data.join("identity")), 0o700);
-    assert_eq!(mode(&data.join("identity").join("key.der")), 0o600);
-    assert_eq!(mode(&data.join("identity").join("cert.der")), 0o644);
+    assert_eq!(format!("{:o}", mode(&dir.path().join("parent"))), "700");
+    assert_eq!(format!("{:o}", mode(&data)), "700");
+    assert_eq!(format!("{:o}", mode(&data.join("identity"))), "700");
+    assert_eq!(
+        format!("{:o}", mode(&data.join("identity").join("key.der"))),
+        "600"
+    );
+    assert_eq!(
+        format!("{:o}", mode(&data.join("identity").join("cert.der"))),
+        "644"
+    );
     let (code, err) = running.terminate();
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("mode"), "no warning expected: {err}");
@@ -453,4 +459,51 @@ fn health_readiness_and_metrics_beside_each_other_within_bounds() {
 
     let (code, err) = running.terminate();
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn the_cli_identity_is_private_under_umask_000_and_a_readable_key_is_refused() {
+    const MXP: &str = env!("CARGO_BIN_EXE_mxp");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let folder = config.join("identity");
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("umask 000 && exec \"$0\" identity")
+        .arg(MXP)
+        .env("MXP_CONFIG_DIR", &config);
+    let (code, err) = Running::spawn(sh).exit();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(format!("{:o}", mode(&config)), "700");
+    assert_eq!(format!("{:o}", mode(&folder)), "700");
+    assert_eq!(format!("{:o}", mode(&folder.join("key.der"))), "600");
+    assert_eq!(format!("{:o}", mode(&folder.join("cert.der"))), "644");
+
+    // A folder others may list: a warning on stderr, the command works.
+    chmod(&folder, 0o755);
+    let mut cmd = Command::new(MXP);
+    cmd.arg("identity").env("MXP_CONFIG_DIR", &config);
+    let (code, err) = Running::spawn(cmd).exit();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("mxp: warning: ") && err.contains("0755"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod 700 {}", folder.display())),
+        "{err}"
+    );
+    chmod(&folder, 0o700);
+
+    let key = folder.join("key.der");
+    chmod(&key, 0o644);
+    let mut cmd = Command::new(MXP);
+    cmd.arg("identity").env("MXP_CONFIG_DIR", &config);
+    let (code, err) = Running::spawn(cmd).exit();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("0644"), "{err}");
+    assert!(
+        err.contains(&format!("chmod 600 {}", key.display())),
+        "{err}"
+    );
 }
