@@ -429,3 +429,43 @@ async fn a_saturated_agent_answers_overloaded_instead_of_queueing() {
         "every accepted Call was answered"
     );
 }
+
+/// Thousands of Calls pumped straight into the mailbox (as the node bench
+/// does), a window of them unanswered at a time, are all answered with a
+/// Response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_pumped_calls_are_all_answered() {
+    let (bus, _sup, _) = start(SupervisionPolicy::default()).await;
+    let frame = Call::json(ID, 5, &CallBody::new("echo", json!("x")))
+        .unwrap()
+        .to_frame(1, 1, Flags::EMPTY)
+        .unwrap();
+    let sender = bus.sender(ID).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(512);
+    let collector = tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Some(answer) = rx.recv().await {
+            let answer: tokio::sync::oneshot::Receiver<mxp_protocol::Frame> = answer;
+            let f = answer.await.expect("answered");
+            if let Err(e) = mxp_transport::interpret_answer(&f, 1) {
+                panic!("call {n} answered with an error: {e}");
+            }
+            n += 1;
+        }
+        n
+    });
+    for i in 0..5000u64 {
+        let (reply, answer) = bus.reply_port(1, i + 1);
+        sender
+            .send(mxp_transport::Envelope::new(
+                frame.clone(),
+                me(),
+                Some(reply),
+            ))
+            .await
+            .unwrap();
+        tx.send(answer).await.unwrap();
+    }
+    drop(tx);
+    assert_eq!(collector.await.unwrap(), 5000);
+}

@@ -1031,7 +1031,9 @@ fn check_bounded_call_body(call: &Call) {
     }
     if let Ok((body, _)) = within {
         let fp = mxp_protocol::Fingerprint([0x5a; 32]);
-        let forwarded = call.with_caller(&fp).expect("an object body takes a caller");
+        let forwarded = call
+            .with_caller(&fp)
+            .expect("an object body takes a caller");
         let (again, _) = forwarded
             .parse_body_within(mxp_protocol::JsonLimits {
                 max_elements: limits.max_elements + 2,

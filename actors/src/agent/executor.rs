@@ -132,13 +132,15 @@ fn spawn_run(env: Arc<RunEnv>, job: Job, permit: OwnedSemaphorePermit, exec: Act
         trace_id = job.reply.trace_id(),
         message_id = job.reply.call_id(),
     );
-    let mut run = Box::pin(
+    // Unconstrained: tokio's cooperative budget would otherwise make a ready
+    // run report Pending once the executor has done enough work this turn.
+    let mut run = Box::pin(tokio::task::unconstrained(
         async move {
             serve(env, job).await;
             drop(permit);
         }
         .instrument(span),
-    );
+    ));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let first =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(&mut cx)));

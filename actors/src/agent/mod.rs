@@ -73,7 +73,7 @@ impl Default for SupervisionPolicy {
             drain_timeout_ms: 5_000,
             batch: 64,
             max_in_flight: 1024,
-            max_runs: 256,
+            max_runs: 1024,
             max_body_bytes: 64 << 20,
             max_json_values: 1 << 20,
             max_json_depth: 64,

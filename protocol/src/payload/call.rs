@@ -176,9 +176,10 @@ impl Call {
         };
         let caller = match map.remove("caller") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => {
-                Some(s.parse::<Fingerprint>().map_err(|e| schema(&e.to_string()))?)
-            }
+            Some(serde_json::Value::String(s)) => Some(
+                s.parse::<Fingerprint>()
+                    .map_err(|e| schema(&e.to_string()))?,
+            ),
             Some(_) => return Err(schema("`caller` must be a string")),
         };
         if method.is_empty() {
