@@ -10,8 +10,8 @@ use crate::LifecycleState;
 pub struct AgentContext {
     /// The agent's id.
     pub agent_id: AgentId,
-    /// Its name.
-    pub name: String,
+    /// Its name (shared: a context is made for every Call).
+    pub name: std::sync::Arc<str>,
     /// Its state when the hook runs.
     pub state: LifecycleState,
 }

@@ -235,7 +235,11 @@ async fn admit_and_run(
         Some(caller) => env.services.relay(*principal, caller)?,
         None => *principal,
     };
-    if let Some(h) = held.as_mut() {
+    // Charge the parse in place of the frame; a parse no larger than the
+    // frame keeps the frame's charge (no churn on the budgets).
+    if let Some(h) = held.as_mut()
+        && cost.estimated_bytes() > h.bytes()
+    {
         h.resize(cost.estimated_bytes()).map_err(|e| {
             CallFailure::Overloaded(format!(
                 "the parsed body needs about {} bytes and the budget has {} free (supervision.max_body_bytes, node.max_body_bytes)",

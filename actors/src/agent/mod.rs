@@ -199,7 +199,7 @@ pub struct AgentStatus {
 /// State shared by an agent's actors and the node: survives restarts.
 pub(crate) struct AgentShared {
     pub(crate) id: AgentId,
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) capabilities: Vec<String>,
     state: Mutex<LifecycleState>,
     in_flight: AtomicUsize,
@@ -233,7 +233,7 @@ impl AgentShared {
     pub(crate) fn status(&self) -> AgentStatus {
         AgentStatus {
             agent_id: self.id,
-            name: self.name.clone(),
+            name: self.name.to_string(),
             capabilities: self.capabilities.clone(),
             state: self.state(),
             in_flight: self.in_flight.load(Ordering::Relaxed),

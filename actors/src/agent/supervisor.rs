@@ -130,7 +130,7 @@ impl Actor for AgentSupervisor {
             .register_with_budget(args.spec.id, Some(args.policy.max_body_bytes))?;
         let shared = Arc::new(AgentShared {
             id: args.spec.id,
-            name: args.spec.name.clone(),
+            name: Arc::from(args.spec.name.as_str()),
             capabilities: args.spec.capabilities.clone(),
             state: Mutex::new(LifecycleState::Init),
             in_flight: AtomicUsize::new(0),
