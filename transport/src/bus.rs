@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use mxp_protocol::{
-    AgentId, ErrorCode, ErrorPayload, Flags, Frame, Response, SessionId, TypedPayload,
+    AgentId, DecodeError, ErrorCode, ErrorPayload, Flags, Frame, Response, SessionId, TypedPayload,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -164,6 +164,24 @@ impl Reply {
     /// [`TransportError::Encode`] if the message cannot be encoded.
     pub fn error(self, code: ErrorCode, message: impl Into<String>) -> Result<(), TransportError> {
         let frame = ErrorPayload::new(self.call_id, code, message)?.to_frame(
+            self.next_id(),
+            self.trace_id,
+            Flags::FINAL,
+        )?;
+        let _ = self.send(frame);
+        Ok(())
+    }
+
+    /// Answers with the Error a decode failure maps to: `malformed_frame`
+    /// (100) or `invalid_payload` (101), its body's `class` naming the
+    /// decode class (`invalid_json`, `invalid_utf8`, `limit_exceeded`, ...)
+    /// as docs/PROTOCOL.md promises. Use it for a Call whose body does not
+    /// parse, instead of [`Reply::error`] with the error's text.
+    ///
+    /// # Errors
+    /// [`TransportError::Encode`] if the message cannot be encoded.
+    pub fn decode_error(self, err: &DecodeError) -> Result<(), TransportError> {
+        let frame = ErrorPayload::from_decode_error(self.call_id, err)?.to_frame(
             self.next_id(),
             self.trace_id,
             Flags::FINAL,

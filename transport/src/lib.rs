@@ -20,6 +20,7 @@ mod identity;
 mod limits;
 mod principal;
 mod server;
+mod session;
 mod stats;
 mod url;
 mod wire;

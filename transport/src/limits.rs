@@ -17,8 +17,21 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Concurrent unidirectional streams (Events) per connection.
     pub max_uni_streams_per_connection: u32,
-    /// Concurrent connections a node accepts; more are refused.
+    /// Concurrent connections (handshakes included) a node accepts; more
+    /// are refused before their handshake.
     pub max_connections: usize,
+    /// Concurrent connections (handshakes included) from one source IP
+    /// address; more are refused before their TLS handshake starts.
+    pub max_connections_per_ip: usize,
+    /// Concurrent connections one peer identity may hold; a further one is
+    /// closed right after its handshake with application code 3.
+    pub max_connections_per_peer: usize,
+    /// Bytes one connection may hold in request frames being read (each
+    /// frame's whole declared length, reserved when its header arrives); a
+    /// frame that does not fit is answered `overloaded` and not read.
+    pub max_buffered_bytes_per_connection: u64,
+    /// Bytes all connections together may hold in request frames being read.
+    pub max_buffered_bytes: u64,
     /// Sustained frames per second one peer identity may send (all its connections).
     pub peer_rate_per_sec: f64,
     /// Frames a peer may send in a burst above the sustained rate.
@@ -52,6 +65,10 @@ impl Default for Limits {
             max_streams_per_connection: 256,
             max_uni_streams_per_connection: 64,
             max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_connections_per_peer: 8,
+            max_buffered_bytes_per_connection: 64 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
             peer_rate_per_sec: 50_000.0,
             peer_burst: 100_000.0,
             handshake_timeout: Duration::from_secs(10),
@@ -90,6 +107,25 @@ impl Limits {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err("max_connections_per_ip must be at least 1".into());
+        }
+        if self.max_connections_per_peer == 0 {
+            return Err("max_connections_per_peer must be at least 1".into());
+        }
+        let one_frame = self.max_frame_payload + mxp_protocol::FRAME_OVERHEAD as u64;
+        if self.max_buffered_bytes_per_connection < one_frame {
+            return Err(format!(
+                "max_buffered_bytes_per_connection {} is less than one frame of max_frame_payload ({one_frame} bytes with its header and checksum)",
+                self.max_buffered_bytes_per_connection
+            ));
+        }
+        if self.max_buffered_bytes < self.max_buffered_bytes_per_connection {
+            return Err(format!(
+                "max_buffered_bytes {} is less than max_buffered_bytes_per_connection {}",
+                self.max_buffered_bytes, self.max_buffered_bytes_per_connection
+            ));
         }
         if self.mailbox_capacity == 0 {
             return Err("mailbox_capacity must be at least 1".into());
@@ -221,6 +257,43 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().unwrap_err().contains("peer_rate_per_sec"));
+        let l = Limits {
+            max_connections_per_ip: 0,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().contains("max_connections_per_ip"));
+        let l = Limits {
+            max_connections_per_peer: 0,
+            ..Limits::default()
+        };
+        assert!(
+            l.validate()
+                .unwrap_err()
+                .contains("max_connections_per_peer")
+        );
+        let l = Limits {
+            max_buffered_bytes_per_connection: mxp_protocol::MAX_PAYLOAD_LEN,
+            ..Limits::default()
+        };
+        assert!(
+            l.validate()
+                .unwrap_err()
+                .contains("max_buffered_bytes_per_connection")
+        );
+        let l = Limits {
+            max_frame_payload: 1000,
+            max_buffered_bytes_per_connection: 1040,
+            max_buffered_bytes: 1039,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().starts_with("max_buffered_bytes "));
+        let l = Limits {
+            max_frame_payload: 1000,
+            max_buffered_bytes_per_connection: 1040,
+            max_buffered_bytes: 1040,
+            ..Limits::default()
+        };
+        assert!(l.validate().is_ok());
     }
 
     #[test]

@@ -10,25 +10,26 @@
 //!   StreamClose, delivered to the agent in order; when its mailbox is full the
 //!   server stops reading and QUIC flow control holds the sender back.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mxp_protocol::{
-    Call, ErrorCode, ErrorPayload, EventBody, Flags, Frame, MessageType, StreamChunk, StreamClose,
-    StreamOpen, TypedPayload,
-};
+use mxp_protocol::{ErrorCode, EventBody, Frame, TypedPayload};
 use quinn::VarInt;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info_span, warn};
 
 use crate::bus::Envelope;
 use crate::identity::{peer_of, server_tls};
 use crate::principal::Principal;
+use crate::session::Refusal;
+use crate::session::budget::{Pool, ReadBudget};
+use crate::session::conn::{Admission, ConnSession, Malformed};
+use crate::session::stream::{self, MxpStream, Request, Step};
 use crate::stats::{Gauge, Stats, StatsSnapshot};
-use crate::wire::{ReadError, consume_fin, read_frame, write_frame};
-use crate::{Bus, Limits, NodeIdentity, PeerId, PeerTrust, TokenBucket, TransportError};
+use crate::wire::{
+    After, RequestError, after_frame, after_frame_now, consume_fin, read_request, write_frame,
+};
+use crate::{Bus, Limits, NodeIdentity, PeerId, PeerTrust, TransportError};
 
 /// QUIC application close codes and stream reset codes (docs/PROTOCOL.md).
 pub mod codes {
@@ -36,8 +37,13 @@ pub mod codes {
     pub const CLOSE_SHUTDOWN: u32 = 0;
     /// Connection closed after too many malformed frames.
     pub const CLOSE_MALFORMED: u32 = 1;
-    /// Connection closed: the peer presented no usable identity.
+    /// Connection closed: the peer presented no usable identity. (With
+    /// mutual TLS a client without a certificate fails the handshake with a
+    /// TLS alert instead; see docs/PROTOCOL.md.)
     pub const CLOSE_UNAUTHENTICATED: u32 = 2;
+    /// Connection closed right after its handshake: the peer identity holds
+    /// `max_connections_per_peer` connections already.
+    pub const CLOSE_PEER_CONNECTIONS: u32 = 3;
     /// Stream reset: the request frame did not arrive within `request_timeout`.
     pub const RESET_REQUEST_TIMEOUT: u32 = 1;
     /// Stream reset: the caller gave up on the Call.
@@ -48,60 +54,46 @@ struct Ctx {
     bus: Bus,
     limits: Limits,
     stats: Arc<Stats>,
-    peers: Mutex<HashMap<PeerId, PeerState>>,
-}
-
-struct PeerState {
-    bucket: TokenBucket,
-    connections: usize,
+    admission: Mutex<Admission>,
+    /// Bytes of request frames being read, all connections together.
+    buffered: Arc<Pool>,
 }
 
 impl Ctx {
-    fn peer_connected(&self, peer: PeerId) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        // A disconnected peer's bucket is kept until it has refilled, so
-        // reconnecting does not buy a fresh burst; then it is forgotten.
-        let now = Instant::now();
-        peers.retain(|_, s| s.connections > 0 || !s.bucket.is_full(now));
-        peers
-            .entry(peer)
-            .or_insert_with(|| PeerState {
-                bucket: TokenBucket::new(
-                    self.limits.peer_rate_per_sec,
-                    self.limits.peer_burst,
-                    Instant::now(),
-                ),
-                connections: 0,
-            })
-            .connections += 1;
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    fn peer_disconnected(&self, peer: PeerId) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = peers.get_mut(&peer) {
-            state.connections = state.connections.saturating_sub(1);
-        }
+/// One connection's state, shared by its stream tasks.
+struct Conn {
+    conn: quinn::Connection,
+    peer: PeerId,
+    session: ConnSession,
+    budget: ReadBudget,
+}
+
+/// An admitted connection attempt from `ip`, counted until dropped.
+struct IpSlot {
+    ctx: Arc<Ctx>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.ctx.admission().closed(self.ip);
     }
+}
 
-    /// Takes one token from the peer's bucket (kept while the peer is
-    /// connected, and after, until it has refilled).
-    fn admit(&self, peer: PeerId) -> bool {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers
-            .get_mut(&peer)
-            .is_some_and(|s| s.bucket.try_take(Instant::now()))
-    }
+/// A connection counted against its peer identity until dropped.
+struct PeerSlot {
+    ctx: Arc<Ctx>,
+    peer: PeerId,
+}
 
-    fn error_frame(
-        &self,
-        in_reply_to: u64,
-        trace_id: u64,
-        code: ErrorCode,
-        message: String,
-    ) -> Option<Frame> {
-        ErrorPayload::new(in_reply_to, code, message)
-            .and_then(|e| e.to_frame(self.bus.next_message_id(), trace_id, Flags::FINAL))
-            .ok()
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.ctx.admission().peer_left(self.peer);
     }
 }
 
@@ -157,9 +149,10 @@ impl Server {
             })?;
         let ctx = Arc::new(Ctx {
             bus,
+            admission: Mutex::new(Admission::new(&limits)),
+            buffered: Pool::new(limits.max_buffered_bytes),
             limits,
             stats: Arc::new(Stats::default()),
-            peers: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx.clone()));
         Ok(Server {
@@ -182,6 +175,19 @@ impl Server {
         self.ctx.stats.snapshot()
     }
 
+    /// Bytes held now for request frames being read, all connections
+    /// together: at most `max_buffered_bytes`.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.ctx.buffered.held()
+    }
+
+    /// Request frames refused (answered `overloaded`) so far because their
+    /// declared length did not fit the connection's or the node's read
+    /// budget.
+    pub fn read_budget_refusals(&self) -> u64 {
+        self.ctx.stats.over_read_budget_count()
+    }
+
     /// Closes every connection and waits up to `grace` for peers to learn of it.
     ///
     /// # Cancel safety
@@ -198,19 +204,28 @@ impl Server {
 
 async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
     while let Some(incoming) = endpoint.accept().await {
-        if ctx.stats.connections() >= ctx.limits.max_connections {
+        let remote = incoming.remote_address();
+        let ip = remote.ip().to_canonical();
+        // Before the handshake: refusing here costs one packet, so neither
+        // connections nor handshakes from one address can crowd out others.
+        let admitted = ctx.admission().incoming(ip);
+        if let Err(why) = admitted {
             ctx.stats.refused();
-            warn!(remote = %incoming.remote_address(), limit = ctx.limits.max_connections, "refusing connection: connection limit reached");
+            debug!(%remote, "refusing connection: {why}");
             incoming.refuse();
             continue;
         }
+        let slot = IpSlot {
+            ctx: ctx.clone(),
+            ip,
+        };
         let gauge = ctx.stats.connection(true);
-        let span = info_span!("connection", remote = %incoming.remote_address(), peer = tracing::field::Empty);
-        tokio::spawn(serve_connection(incoming, gauge, ctx.clone()).instrument(span));
+        let span = info_span!("connection", %remote, peer = tracing::field::Empty);
+        tokio::spawn(serve_connection(incoming, slot, gauge, ctx.clone()).instrument(span));
     }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, _gauge: Gauge, ctx: Arc<Ctx>) {
+async fn serve_connection(incoming: quinn::Incoming, _slot: IpSlot, _gauge: Gauge, ctx: Arc<Ctx>) {
     let handshake = async {
         match incoming.accept() {
             Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
@@ -236,9 +251,30 @@ async fn serve_connection(incoming: quinn::Incoming, _gauge: Gauge, ctx: Arc<Ctx
         return;
     };
     tracing::Span::current().record("peer", tracing::field::display(peer.short()));
+    let admitted = ctx.admission().peer_connected(peer, Instant::now());
+    if let Err(why) = admitted {
+        ctx.stats.refused();
+        debug!(peer = %peer, "closing connection: {why}");
+        conn.close(
+            VarInt::from_u32(codes::CLOSE_PEER_CONNECTIONS),
+            b"too many connections with this identity",
+        );
+        return;
+    }
+    let _peer_slot = PeerSlot {
+        ctx: ctx.clone(),
+        peer,
+    };
     debug!(peer = %peer, "peer connected");
-    ctx.peer_connected(peer);
-    let malformed = Arc::new(AtomicU32::new(0));
+    let c = Arc::new(Conn {
+        conn: conn.clone(),
+        peer,
+        session: ConnSession::new(ctx.limits.malformed_threshold),
+        budget: ReadBudget {
+            conn: Pool::new(ctx.limits.max_buffered_bytes_per_connection),
+            node: ctx.buffered.clone(),
+        },
+    });
     // Accept until both directions report the connection closed: quinn hands
     // out streams that already arrived before it reports the close, so
     // stopping at the first error would drop an Event sent just before it.
@@ -247,41 +283,19 @@ async fn serve_connection(incoming: quinn::Incoming, _gauge: Gauge, ctx: Arc<Ctx
         tokio::select! {
             bi = conn.accept_bi(), if bi_open => match bi {
                 Ok((send, recv)) => {
-                    let task = serve_bi(conn.clone(), peer, send, recv, ctx.clone(), malformed.clone());
-                    tokio::spawn(task.in_current_span());
+                    tokio::spawn(serve_bi(c.clone(), send, recv, ctx.clone()).in_current_span());
                 }
                 Err(_) => bi_open = false,
             },
             uni = conn.accept_uni(), if uni_open => match uni {
                 Ok(recv) => {
-                    let task = serve_uni(conn.clone(), peer, recv, ctx.clone(), malformed.clone());
-                    tokio::spawn(task.in_current_span());
+                    tokio::spawn(serve_uni(c.clone(), recv, ctx.clone()).in_current_span());
                 }
                 Err(_) => uni_open = false,
             },
         }
     }
-    ctx.peer_disconnected(peer);
     debug!(peer = %peer, reason = ?conn.close_reason(), "peer disconnected");
-}
-
-/// Counts a malformed frame; closes the connection past the threshold.
-fn count_malformed(
-    conn: &quinn::Connection,
-    ctx: &Ctx,
-    malformed: &AtomicU32,
-    class: &'static str,
-) {
-    if note_malformed(ctx, malformed, class) {
-        close_malformed(conn);
-    }
-}
-
-/// Counts a malformed frame; true when the connection has reached the threshold.
-fn note_malformed(ctx: &Ctx, malformed: &AtomicU32, class: &'static str) -> bool {
-    ctx.stats.malformed(class);
-    let n = malformed.fetch_add(1, Ordering::Relaxed) + 1;
-    n >= ctx.limits.malformed_threshold
 }
 
 fn close_malformed(conn: &quinn::Connection) {
@@ -292,21 +306,52 @@ fn close_malformed(conn: &quinn::Connection) {
     );
 }
 
-/// Answers a malformed frame with `answer`, then counts it; when that reaches
-/// the threshold the connection is closed once the peer has the answer (or
-/// after a second), so the last offence is answered too.
-async fn reply_malformed(
+/// Counts a refusal that is not answered (an Event's): malformed ones count
+/// toward the threshold, which closes the connection.
+fn count_only(c: &Conn, ctx: &Ctx, r: &Refusal) {
+    debug!(code = %r.code, class = r.class, "not answered: {}", r.message);
+    if r.malformed {
+        ctx.stats.malformed(r.class.unwrap_or("invalid_payload"));
+        if c.session.malformed() == Malformed::AnswerThenClose {
+            close_malformed(&c.conn);
+        }
+    }
+}
+
+/// Answers `r` as an Error naming message `in_reply_to`, with `trace`.
+/// A malformed frame is counted first (so a peer that reads the count after
+/// the answer sees it); the one that reaches the threshold has its Error
+/// queued and the connection closed at once; past it nothing is answered.
+async fn refuse(
     send: &mut quinn::SendStream,
     ctx: &Ctx,
-    answer: Option<Frame>,
-    conn: &quinn::Connection,
-    malformed: &AtomicU32,
-    class: &'static str,
+    c: &Conn,
+    r: Refusal,
+    in_reply_to: u64,
+    trace: u64,
 ) {
-    reply(send, ctx, answer).await;
-    if note_malformed(ctx, malformed, class) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-        close_malformed(conn);
+    debug!(code = %r.code, class = r.class, "refused: {}", r.message);
+    let verdict = if r.malformed {
+        ctx.stats.malformed(r.class.unwrap_or("invalid_payload"));
+        c.session.malformed()
+    } else if c.session.closing() {
+        Malformed::Silent
+    } else {
+        Malformed::Answer
+    };
+    match verdict {
+        Malformed::Silent => {
+            let _ = send.reset(VarInt::from_u32(0));
+        }
+        Malformed::Answer => {
+            let f = r.to_frame(in_reply_to, trace, ctx.bus.next_message_id());
+            reply(send, ctx, f).await;
+        }
+        Malformed::AnswerThenClose => {
+            let f = r.to_frame(in_reply_to, trace, ctx.bus.next_message_id());
+            reply(send, ctx, f).await;
+            close_malformed(&c.conn);
+        }
     }
 }
 
@@ -319,90 +364,119 @@ async fn reply(send: &mut quinn::SendStream, ctx: &Ctx, frame: Option<Frame>) {
     let _ = send.finish();
 }
 
+/// What reading a request frame came to.
+enum Read {
+    Frame(Frame),
+    /// Answered (or counted) already, or nothing to do.
+    Done,
+}
+
+/// Reads the next request frame within `within`, reserving its bytes from
+/// the connection's and the node's read budgets; answers what cannot be read
+/// on `send` (or, without one, counts it).
+async fn read_or_refuse(
+    recv: &mut quinn::RecvStream,
+    send: Option<&mut quinn::SendStream>,
+    c: &Conn,
+    ctx: &Ctx,
+    within: Duration,
+    trace_default: u64,
+) -> Read {
+    let read = tokio::time::timeout(
+        within,
+        read_request(recv, ctx.limits.max_frame_payload, Some(&c.budget)),
+    )
+    .await;
+    let (r, id, trace) = match read {
+        Ok(Ok(Some(frame))) => return Read::Frame(frame),
+        Ok(Ok(None)) | Ok(Err(RequestError::Stream(_))) => return Read::Done,
+        Err(_) => {
+            debug!("stream reset: no whole frame within {within:?}");
+            if let Some(send) = send {
+                let _ = send.reset(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+            }
+            let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+            return Read::Done;
+        }
+        Ok(Err(RequestError::Decode { err, header })) => {
+            let (id, trace) = header.map_or((0, trace_default), |h| (h.message_id, h.trace_id));
+            (Refusal::decode(&err), id, trace)
+        }
+        Ok(Err(RequestError::OverBudget { header, exhausted })) => {
+            ctx.stats.over_read_budget();
+            let r = Refusal::plain(
+                ErrorCode::OVERLOADED,
+                format!(
+                    "a frame of {} payload bytes does not fit the read budget: {exhausted}",
+                    header.payload_len
+                ),
+            );
+            (r, header.message_id, header.trace_id)
+        }
+    };
+    let _ = recv.stop(VarInt::from_u32(0));
+    match send {
+        Some(send) => refuse(send, ctx, c, r, id, trace).await,
+        None => count_only(c, ctx, &r),
+    }
+    Read::Done
+}
+
+fn frame_span(c: &Conn, stream: quinn::StreamId, frame: &Frame) -> tracing::Span {
+    debug_span!(
+        "frame",
+        peer = %c.peer.short(),
+        stream = %stream,
+        r#type = %frame.message_type(),
+        message_id = frame.message_id(),
+        trace_id = frame.trace_id()
+    )
+}
+
 async fn serve_bi(
-    conn: quinn::Connection,
-    peer: PeerId,
+    c: Arc<Conn>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: Arc<Ctx>,
-    malformed: Arc<AtomicU32>,
 ) {
     let _gauge = ctx.stats.stream();
-    let first = match tokio::time::timeout(
-        ctx.limits.request_timeout,
-        read_frame(&mut recv, ctx.limits.max_frame_payload),
-    )
-    .await
-    {
-        Err(_) => {
-            debug!(
-                "stream reset: no request frame within {:?}",
-                ctx.limits.request_timeout
-            );
-            let _ = send.reset(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
-            let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
-            return;
-        }
-        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => return,
-        Ok(Err(ReadError::Decode { err, message_id })) => {
-            debug!(class = err.class(), "malformed frame: {err}");
-            let frame = ErrorPayload::from_decode_error(message_id, &err)
-                .and_then(|e| e.to_frame(ctx.bus.next_message_id(), 0, Flags::FINAL))
-                .ok();
-            let _ = recv.stop(VarInt::from_u32(0));
-            reply_malformed(&mut send, &ctx, frame, &conn, &malformed, err.class()).await;
-            return;
-        }
-        Ok(Ok(Some(frame))) => frame,
+    let within = ctx.limits.request_timeout;
+    let first = match read_or_refuse(&mut recv, Some(&mut send), &c, &ctx, within, 0).await {
+        Read::Frame(f) => f,
+        Read::Done => return,
     };
     ctx.stats.frame_in(first.message_type());
-    let (id, trace) = (first.message_id(), first.trace_id());
-    let span =
-        info_span!("frame", trace_id = trace, message_id = id, r#type = %first.message_type());
+    let span = frame_span(&c, send.id(), &first);
     async {
-        if !ctx.admit(peer) {
+        let (id, trace) = (first.message_id(), first.trace_id());
+        if !ctx.admission().admit_frame(c.peer, Instant::now()) {
             ctx.stats.rate_limited();
-            let f = ctx.error_frame(
-                id,
-                trace,
+            let r = Refusal::plain(
                 ErrorCode::RATE_LIMITED,
                 format!(
                     "peer {} exceeded {} frames/s",
-                    peer.short(),
+                    c.peer.short(),
                     ctx.limits.peer_rate_per_sec
                 ),
             );
-            reply(&mut send, &ctx, f).await;
+            refuse(&mut send, &ctx, &c, r, id, trace).await;
+            consume_fin(&mut recv);
             return;
         }
-        match first.message_type() {
-            MessageType::Call => {
-                serve_call(first, peer, send, &ctx, &conn, &malformed).await;
-                // The answer is out, so the caller's FIN has long arrived:
-                // reading it spares the caller a STOP_SENDING.
-                consume_fin(&mut recv);
+        match stream::first_bidi(&first, &ctx.limits) {
+            Request::Call { target, deadline } => {
+                serve_request(first, target, deadline, &c, send, recv, &ctx).await;
             }
-            MessageType::AgentRegister
-            | MessageType::AgentDiscover
-            | MessageType::AgentHeartbeat => {
-                serve_request(first, crate::NODE_AGENT, peer, send, &ctx).await;
-                consume_fin(&mut recv);
+            Request::Mesh { deadline } => {
+                serve_request(first, crate::NODE_AGENT, deadline, &c, send, recv, &ctx).await;
             }
-            MessageType::StreamOpen => {
-                serve_stream(first, peer, send, recv, &ctx, &conn, &malformed).await
+            Request::Stream(mxp, target) => {
+                serve_stream(first, mxp, target, &c, send, recv, &ctx).await;
             }
-            MessageType::Event => {
-                deliver_event(first, peer, &ctx, &conn, &malformed);
-                let _ = send.finish();
-            }
-            other => {
-                let f = ctx.error_frame(
-                    id,
-                    trace,
-                    ErrorCode::UNSUPPORTED,
-                    format!("{other} is not served on a bidirectional stream by this node"),
-                );
-                reply(&mut send, &ctx, f).await;
+            Request::Event { ack } => serve_bi_event(first, ack, &c, send, recv, &ctx).await,
+            Request::Refuse(r) => {
+                let _ = recv.stop(VarInt::from_u32(0));
+                refuse(&mut send, &ctx, &c, r, id, trace).await;
             }
         }
     }
@@ -410,57 +484,44 @@ async fn serve_bi(
     .await;
 }
 
-async fn serve_call(
-    frame: Frame,
-    peer: PeerId,
-    mut send: quinn::SendStream,
-    ctx: &Ctx,
-    conn: &quinn::Connection,
-    malformed: &AtomicU32,
-) {
-    let (id, trace) = (frame.message_id(), frame.trace_id());
-    match Call::peek_target(frame.payload_slice()) {
-        Ok(target) => serve_request(frame, target, peer, send, ctx).await,
-        Err(err) => {
-            let f = ErrorPayload::from_decode_error(id, &err)
-                .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
-                .ok();
-            reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
-        }
-    }
-}
-
 /// Hands a request frame (a Call, or a mesh frame for the node agent) to
-/// `target` with a reply port and writes the answer back, within the Call's
-/// deadline; gives up when the caller does.
+/// `target` with a reply port and writes the answer back, within `deadline`;
+/// gives up when the caller does. Bytes after the frame on its stream are
+/// answered `malformed_frame`/`trailing_bytes` instead, and the agent sees
+/// its reply port close.
 async fn serve_request(
     frame: Frame,
     target: mxp_protocol::AgentId,
-    peer: PeerId,
+    deadline: Duration,
+    c: &Conn,
     mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
     ctx: &Ctx,
 ) {
     let (id, trace) = (frame.message_id(), frame.trace_id());
-    let timeout_secs = if frame.message_type() == MessageType::Call {
-        Call::peek_timeout(frame.payload_slice()).unwrap_or(0)
-    } else {
-        0
+    // The caller's FIN usually came with the frame: junk already there is
+    // refused before the agent ever sees the request.
+    let mut tail_open = match after_frame_now(&mut recv) {
+        Some(After::Extra(n)) => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            return refuse(&mut send, ctx, c, stream::trailing(&frame, n), id, trace).await;
+        }
+        Some(After::Fin | After::Failed) => false,
+        None => true,
     };
-    let deadline = ctx.limits.call_deadline(timeout_secs);
     let sender = match ctx.bus.route(target) {
         Ok(s) => s,
         Err(_) => {
-            let f = ctx.error_frame(
-                id,
-                trace,
+            let r = Refusal::plain(
                 ErrorCode::UNKNOWN_AGENT,
                 format!("no agent {target} on this node"),
             );
-            return reply(&mut send, ctx, f).await;
+            return refuse(&mut send, ctx, c, r, id, trace).await;
         }
     };
-    let (port, answer) = ctx.bus.reply_port(id, trace);
-    let env = Envelope::new(frame, Principal::peer(peer), Some(port));
+    let wire_len = frame.wire_len();
+    let (port, mut answer) = ctx.bus.reply_port(id, trace);
+    let env = Envelope::new(frame, Principal::peer(c.peer), Some(port));
     if let Err(e) = sender.try_send(env) {
         let code = match e {
             TransportError::Overloaded(_) | TransportError::OverBudget { .. } => {
@@ -468,224 +529,225 @@ async fn serve_request(
             }
             _ => ErrorCode::AGENT_UNAVAILABLE,
         };
-        let f = ctx.error_frame(id, trace, code, e.to_string());
-        return reply(&mut send, ctx, f).await;
+        return refuse(
+            &mut send,
+            ctx,
+            c,
+            Refusal::plain(code, e.to_string()),
+            id,
+            trace,
+        )
+        .await;
     }
     let _in_flight = ctx.stats.call();
-    let answer = tokio::select! {
-        r = tokio::time::timeout(deadline, answer) => match r {
-            Ok(Ok(frame)) => Some(frame),
-            Ok(Err(_)) => ctx.error_frame(id, trace, ErrorCode::INTERNAL, format!("agent {target} dropped the call without answering")),
-            Err(_) => ctx.error_frame(id, trace, ErrorCode::TIMEOUT, format!("agent {target} did not answer within {deadline:?}")),
-        },
-        _ = send.stopped() => {
-            // The caller reset or stopped the stream, or the connection died:
-            // dropping the answer receiver tells the agent the call is cancelled.
-            debug!("call cancelled by the caller");
-            return;
+    let timer = tokio::time::sleep(deadline);
+    tokio::pin!(timer);
+    let answer = loop {
+        tokio::select! {
+            r = &mut answer => break match r {
+                Ok(frame) => Some(frame),
+                Err(_) => Refusal::plain(ErrorCode::INTERNAL, format!("agent {target} dropped the call without answering")).to_frame(id, trace, ctx.bus.next_message_id()),
+            },
+            () = &mut timer => break Refusal::plain(ErrorCode::TIMEOUT, format!("agent {target} did not answer within {deadline:?}")).to_frame(id, trace, ctx.bus.next_message_id()),
+            _ = send.stopped() => {
+                // The caller reset or stopped the stream, or the connection died:
+                // dropping the answer receiver tells the agent the call is cancelled.
+                debug!("call cancelled by the caller");
+                return;
+            }
+            tail = after_frame(&mut recv), if tail_open => match tail {
+                After::Extra(n) => {
+                    drop(answer);
+                    let _ = recv.stop(VarInt::from_u32(0));
+                    let r = stream::trailing_len(wire_len, n);
+                    return refuse(&mut send, ctx, c, r, id, trace).await;
+                }
+                After::Fin | After::Failed => tail_open = false,
+            },
         }
     };
     reply(&mut send, ctx, answer).await;
+    // The answer is out, so the caller's FIN has long arrived: reading it
+    // spares the caller a STOP_SENDING.
+    consume_fin(&mut recv);
+}
+
+/// An Event on a bidirectional stream: delivered once its stream has ended
+/// cleanly; with REQUIRES_ACK answered with an Ack (delivered) or an Error
+/// (not), otherwise with the stream's end alone.
+async fn serve_bi_event(
+    frame: Frame,
+    ack: bool,
+    c: &Conn,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &Ctx,
+) {
+    let (id, trace) = (frame.message_id(), frame.trace_id());
+    match tokio::time::timeout(ctx.limits.request_timeout, after_frame(&mut recv)).await {
+        Ok(After::Fin) => {}
+        Ok(After::Extra(n)) => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            let r = stream::trailing(&frame, n);
+            return if ack {
+                refuse(&mut send, ctx, c, r, id, trace).await
+            } else {
+                count_only(c, ctx, &r);
+                let _ = send.finish();
+            };
+        }
+        Ok(After::Failed) => return,
+        Err(_) => {
+            let _ = send.reset(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+            let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+            return;
+        }
+    }
+    let acked = stream::ack(&frame, ctx.bus.next_message_id());
+    match deliver_event(frame, c.peer, ctx) {
+        Ok(()) if ack => reply(&mut send, ctx, acked).await,
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(r) if ack => refuse(&mut send, ctx, c, r, id, trace).await,
+        Err(r) => {
+            count_only(c, ctx, &r);
+            let _ = send.finish();
+        }
+    }
 }
 
 async fn serve_stream(
     open_frame: Frame,
-    peer: PeerId,
+    mut mxp: MxpStream,
+    target: mxp_protocol::AgentId,
+    c: &Conn,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: &Ctx,
-    conn: &quinn::Connection,
-    malformed: &AtomicU32,
 ) {
     let (id, trace) = (open_frame.message_id(), open_frame.trace_id());
-    let open = match StreamOpen::from_frame(&open_frame) {
-        Ok(o) => o,
-        Err(err) => {
-            let f = ErrorPayload::from_decode_error(id, &err)
-                .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
-                .ok();
-            reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
-            return;
-        }
-    };
-    let Ok(sender) = ctx.bus.sender(open.target) else {
-        let f = ctx.error_frame(
-            id,
-            trace,
+    let Ok(sender) = ctx.bus.sender(target) else {
+        let r = Refusal::plain(
             ErrorCode::UNKNOWN_AGENT,
-            format!("no agent {} on this node", open.target),
+            format!("no agent {target} on this node"),
         );
-        return reply(&mut send, ctx, f).await;
+        return refuse(&mut send, ctx, c, r, id, trace).await;
     };
-    let principal = Principal::peer(peer);
+    let principal = Principal::peer(c.peer);
+    let stopped = |target| {
+        Refusal::plain(
+            ErrorCode::AGENT_UNAVAILABLE,
+            format!("agent {target} stopped"),
+        )
+    };
     if sender
         .send(Envelope::new(open_frame, principal, None))
         .await
         .is_err()
     {
-        let f = ctx.error_frame(
-            id,
-            trace,
-            ErrorCode::AGENT_UNAVAILABLE,
-            format!("agent {} stopped", open.target),
-        );
-        return reply(&mut send, ctx, f).await;
+        return refuse(&mut send, ctx, c, stopped(target), id, trace).await;
     }
     loop {
         // Between frames a stream may pause (a model thinking), but not
         // longer than the idle timeout: a peer cannot hold a stream slot
         // forever by going quiet half-way.
-        let next = tokio::time::timeout(
-            ctx.limits.idle_timeout,
-            read_frame(&mut recv, ctx.limits.max_frame_payload),
-        )
-        .await;
-        let Ok(next) = next else {
-            debug!(
-                "MXP stream idle for {:?}; resetting it",
-                ctx.limits.idle_timeout
-            );
-            let _ = send.reset(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
-            let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
-            return;
-        };
-        let frame = match next {
-            Ok(Some(f)) => f,
-            Ok(None) | Err(ReadError::Stream(_)) => break,
-            Err(ReadError::Decode { err, message_id }) => {
-                let f = ErrorPayload::from_decode_error(message_id, &err)
-                    .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
-                    .ok();
-                reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
-                return;
-            }
+        let within = ctx.limits.idle_timeout;
+        let frame = match read_or_refuse(&mut recv, Some(&mut send), c, ctx, within, trace).await {
+            Read::Frame(f) => f,
+            Read::Done => return,
         };
         ctx.stats.frame_in(frame.message_type());
-        let stream_id = match frame.message_type() {
-            MessageType::StreamChunk => {
-                StreamChunk::from_frame(&frame).map(|c| (c.stream_id, false))
+        match mxp.next(&frame) {
+            Step::Refuse(r) => {
+                let _ = recv.stop(VarInt::from_u32(0));
+                return refuse(&mut send, ctx, c, r, frame.message_id(), frame.trace_id()).await;
             }
-            MessageType::StreamClose => {
-                StreamClose::from_frame(&frame).map(|c| (c.stream_id, true))
+            Step::Deliver { last } => {
+                // Waiting here when the mailbox is full is the backpressure:
+                // the server stops reading, and QUIC flow control stops the
+                // sender.
+                if sender
+                    .send(Envelope::new(frame, principal, None))
+                    .await
+                    .is_err()
+                {
+                    return refuse(&mut send, ctx, c, stopped(target), id, trace).await;
+                }
+                if last {
+                    break;
+                }
             }
-            other => {
-                let f = ctx.error_frame(
-                    frame.message_id(),
-                    trace,
-                    ErrorCode::INVALID_PAYLOAD,
-                    format!("{other} inside an MXP stream; expected StreamChunk or StreamClose"),
-                );
-                return reply(&mut send, ctx, f).await;
-            }
-        };
-        let (stream_id, last) = match stream_id {
-            Ok(v) => v,
-            Err(err) => {
-                let f = ErrorPayload::from_decode_error(frame.message_id(), &err)
-                    .and_then(|e| e.to_frame(ctx.bus.next_message_id(), trace, Flags::FINAL))
-                    .ok();
-                reply_malformed(&mut send, ctx, f, conn, malformed, err.class()).await;
-                return;
-            }
-        };
-        if stream_id != open.stream_id {
-            let f = ctx.error_frame(
-                frame.message_id(),
-                trace,
-                ErrorCode::INVALID_PAYLOAD,
-                format!(
-                    "frame names stream {stream_id}, this QUIC stream carries {}",
-                    open.stream_id
-                ),
-            );
-            return reply(&mut send, ctx, f).await;
-        }
-        // Waiting here when the mailbox is full is the backpressure: the
-        // server stops reading, and QUIC flow control stops the sender.
-        if sender
-            .send(Envelope::new(frame, principal, None))
-            .await
-            .is_err()
-        {
-            let f = ctx.error_frame(
-                id,
-                trace,
-                ErrorCode::AGENT_UNAVAILABLE,
-                format!("agent {} stopped", open.target),
-            );
-            return reply(&mut send, ctx, f).await;
-        }
-        if last {
-            break;
         }
     }
+    consume_fin(&mut recv);
     let _ = send.finish();
 }
 
-async fn serve_uni(
-    conn: quinn::Connection,
-    peer: PeerId,
-    mut recv: quinn::RecvStream,
-    ctx: Arc<Ctx>,
-    malformed: Arc<AtomicU32>,
-) {
+async fn serve_uni(c: Arc<Conn>, mut recv: quinn::RecvStream, ctx: Arc<Ctx>) {
     let _gauge = ctx.stats.stream();
-    match tokio::time::timeout(
-        ctx.limits.request_timeout,
-        read_frame(&mut recv, ctx.limits.max_frame_payload),
-    )
-    .await
+    let end = tokio::time::Instant::now() + ctx.limits.request_timeout;
+    let frame = match read_or_refuse(&mut recv, None, &c, &ctx, ctx.limits.request_timeout, 0).await
     {
-        Err(_) => {
-            let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
-        }
-        Ok(Ok(Some(frame))) => {
-            ctx.stats.frame_in(frame.message_type());
-            if !ctx.admit(peer) {
-                ctx.stats.rate_limited();
-                return;
-            }
-            if frame.message_type() == MessageType::Event {
-                deliver_event(frame, peer, &ctx, &conn, &malformed);
-            } else {
-                debug!(r#type = %frame.message_type(), "ignoring non-Event frame on a unidirectional stream");
-            }
-        }
-        Ok(Ok(None)) | Ok(Err(ReadError::Stream(_))) => {}
-        Ok(Err(ReadError::Decode { err, .. })) => {
-            debug!(class = err.class(), "malformed event frame: {err}");
-            count_malformed(&conn, &ctx, &malformed, err.class());
-        }
-    }
-}
-
-/// Events are fire-and-forget: delivered if the target agent is here and has
-/// room, otherwise counted and logged.
-fn deliver_event(
-    frame: Frame,
-    peer: PeerId,
-    ctx: &Ctx,
-    conn: &quinn::Connection,
-    malformed: &AtomicU32,
-) {
-    let body = match EventBody::from_frame(&frame) {
-        Ok(b) => b,
-        Err(err) => {
-            debug!(class = err.class(), "invalid event: {err}");
-            count_malformed(conn, ctx, malformed, err.class());
+        Read::Frame(f) => f,
+        Read::Done => return,
+    };
+    ctx.stats.frame_in(frame.message_type());
+    let span = frame_span(&c, recv.id(), &frame);
+    async {
+        if !ctx.admission().admit_frame(c.peer, Instant::now()) {
+            ctx.stats.rate_limited();
             return;
         }
-    };
+        if !stream::first_uni(&frame) {
+            debug!("ignoring non-Event frame on a unidirectional stream");
+            return;
+        }
+        // One Event, then the stream's end: junk after it is malformed and
+        // the Event is not delivered.
+        match tokio::time::timeout_at(end, after_frame(&mut recv)).await {
+            Ok(After::Fin) => {}
+            Ok(After::Extra(n)) => {
+                let _ = recv.stop(VarInt::from_u32(0));
+                return count_only(&c, &ctx, &stream::trailing(&frame, n));
+            }
+            Ok(After::Failed) => return,
+            Err(_) => {
+                let _ = recv.stop(VarInt::from_u32(codes::RESET_REQUEST_TIMEOUT));
+                return;
+            }
+        }
+        if let Err(r) = deliver_event(frame, c.peer, &ctx) {
+            count_only(&c, &ctx, &r);
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Events are fire-and-forget unless sent with REQUIRES_ACK on a
+/// bidirectional stream: delivered if the target agent is here and has room;
+/// otherwise the refusal says why (answered only on a bidirectional stream
+/// with REQUIRES_ACK).
+fn deliver_event(frame: Frame, peer: PeerId, ctx: &Ctx) -> Result<(), Refusal> {
+    let body = EventBody::from_frame(&frame).map_err(|e| Refusal::decode(&e))?;
     let Some(target) = body.target else {
-        debug!(topic = %body.topic, "event names no target agent; dropped");
-        return;
+        return Err(Refusal::plain(
+            ErrorCode::UNKNOWN_AGENT,
+            format!("event {:?} names no target agent", body.topic),
+        ));
     };
-    match ctx
-        .bus
+    ctx.bus
         .sender(target)
         .and_then(|s| s.try_send(Envelope::new(frame, Principal::peer(peer), None)))
-    {
-        Ok(()) => {}
-        Err(e) => debug!(topic = %body.topic, "event not delivered: {e}"),
-    }
+        .map_err(|e| {
+            let code = match e {
+                TransportError::UnknownAgent(_) => ErrorCode::UNKNOWN_AGENT,
+                TransportError::Overloaded(_) | TransportError::OverBudget { .. } => {
+                    ErrorCode::OVERLOADED
+                }
+                _ => ErrorCode::AGENT_UNAVAILABLE,
+            };
+            Refusal::plain(code, format!("event {:?} not delivered: {e}", body.topic))
+        })
 }

@@ -16,6 +16,7 @@ pub(crate) struct Stats {
     malformed: AtomicU64,
     refused_connections: AtomicU64,
     rate_limited: AtomicU64,
+    over_read_budget: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -93,10 +94,6 @@ impl Stats {
         self.gauge(|s| &s.calls_in_flight, None)
     }
 
-    pub(crate) fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn frame_in(&self, t: MessageType) {
         self.frames_in.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("mxp_frames_in_total", "type" => t.name()).increment(1);
@@ -115,6 +112,17 @@ impl Stats {
     pub(crate) fn refused(&self) {
         self.refused_connections.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("mxp_connections_refused_total").increment(1);
+    }
+
+    /// A request frame refused because its declared length did not fit the
+    /// connection's or the node's read budget.
+    pub(crate) fn over_read_budget(&self) {
+        self.over_read_budget.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mxp_read_budget_refused_total").increment(1);
+    }
+
+    pub(crate) fn over_read_budget_count(&self) -> u64 {
+        self.over_read_budget.load(Ordering::Relaxed)
     }
 
     pub(crate) fn rate_limited(&self) {

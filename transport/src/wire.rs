@@ -1,15 +1,36 @@
-//! Frames on QUIC streams: read one frame with its length checked before any
-//! allocation, write one frame without copying it.
+//! Frames on QUIC streams: read one frame with its length checked, and its
+//! bytes reserved from a read budget, before any allocation; write one frame
+//! without copying it.
 
 use bytes::BytesMut;
 use mxp_protocol::{DecodeError, FRAME_OVERHEAD, Frame, HEADER_LEN, HeaderPeek, peek_frame_len};
 
+use crate::session::budget::{Exhausted, ReadBudget};
+
 /// Why no frame could be read.
 #[derive(Debug)]
 pub(crate) enum ReadError {
-    /// The bytes are not a valid frame. `message_id` is the header's id when a
-    /// header arrived, so an Error frame can name it.
-    Decode { err: DecodeError, message_id: u64 },
+    /// The bytes are not a valid frame.
+    Decode { err: DecodeError },
+    /// The stream or connection failed.
+    Stream(String),
+}
+
+/// Why no request frame could be read (the server's view).
+#[derive(Debug)]
+pub(crate) enum RequestError {
+    /// The bytes are not a valid frame. `header` is what a readable header
+    /// said (message id, trace id), so the Error frame can name both.
+    Decode {
+        err: DecodeError,
+        header: Option<HeaderPeek>,
+    },
+    /// The frame's declared length does not fit the read budget; nothing of
+    /// its payload was read.
+    OverBudget {
+        header: HeaderPeek,
+        exhausted: Exhausted,
+    },
     /// The stream or connection failed.
     Stream(String),
 }
@@ -25,6 +46,26 @@ pub(crate) async fn read_frame(
     recv: &mut quinn::RecvStream,
     max_payload: u64,
 ) -> Result<Option<Frame>, ReadError> {
+    read_request(recv, max_payload, None)
+        .await
+        .map_err(|e| match e {
+            RequestError::Decode { err, .. } => ReadError::Decode { err },
+            RequestError::OverBudget { .. } => {
+                ReadError::Stream("read budget exhausted".to_owned())
+            }
+            RequestError::Stream(s) => ReadError::Stream(s),
+        })
+}
+
+/// Reads exactly one frame as [`read_frame`] does; with a `budget`, the
+/// frame's whole length (header, declared payload, checksum) is reserved
+/// from it once the header is read and before any payload byte is, and given
+/// back when this returns (the complete frame is then the bus's to count).
+pub(crate) async fn read_request(
+    recv: &mut quinn::RecvStream,
+    max_payload: u64,
+    budget: Option<&ReadBudget>,
+) -> Result<Option<Frame>, RequestError> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -33,40 +74,52 @@ pub(crate) async fn read_frame(
             Ok(Some(n)) => filled += n,
             Ok(None) if filled == 0 => return Ok(None),
             Ok(None) => {
-                return Err(ReadError::Decode {
+                return Err(RequestError::Decode {
                     err: DecodeError::Truncated {
                         needed: FRAME_OVERHEAD as u64,
                         available: filled as u64,
                     },
-                    message_id: 0,
+                    header: None,
                 });
             }
-            Err(e) => return Err(ReadError::Stream(e.to_string())),
+            Err(e) => return Err(RequestError::Stream(e.to_string())),
         }
     }
-    let message_id = HeaderPeek::read(&header).map_or(0, |h| h.message_id);
+    let peek = HeaderPeek::read(&header);
     let frame_len = peek_frame_len(&header, max_payload)
-        .map_err(|err| ReadError::Decode { err, message_id })?;
+        .map_err(|err| RequestError::Decode { err, header: peek })?;
+    let _reserved = match (budget, peek) {
+        (Some(b), Some(h)) => {
+            Some(
+                b.reserve(frame_len as u64)
+                    .map_err(|exhausted| RequestError::OverBudget {
+                        header: h,
+                        exhausted,
+                    })?,
+            )
+        }
+        _ => None,
+    };
     let mut buf = BytesMut::with_capacity(frame_len.min(64 * 1024));
     buf.extend_from_slice(&header);
     while buf.len() < frame_len {
         match recv.read_chunk(frame_len - buf.len(), true).await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
             Ok(None) => {
-                return Err(ReadError::Decode {
+                return Err(RequestError::Decode {
                     err: DecodeError::Truncated {
                         needed: frame_len as u64,
                         available: buf.len() as u64,
                     },
-                    message_id,
+                    header: peek,
                 });
             }
-            Err(e) => return Err(ReadError::Stream(e.to_string())),
+            Err(e) => return Err(RequestError::Stream(e.to_string())),
         }
     }
     Frame::parse_with_limit(buf.freeze(), max_payload)
         .map(Some)
-        .map_err(|err| ReadError::Decode { err, message_id })
+        .map_err(|err| RequestError::Decode { err, header: peek })
 }
 
 /// Writes one frame: its `Bytes` is handed to quinn as is.
@@ -74,6 +127,41 @@ pub(crate) async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> 
     send.write_chunk(frame.as_bytes().clone())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// What followed the one frame a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    /// The stream ended right after the frame: clean.
+    Fin,
+    /// More bytes came (at least this many): `trailing_bytes`.
+    Extra(usize),
+    /// The stream was reset or the connection failed.
+    Failed,
+}
+
+/// Waits for what follows the frame just read: its end, or more bytes.
+///
+/// # Cancel safety
+/// Cancel safe: nothing is consumed unless it returns.
+pub(crate) async fn after_frame(recv: &mut quinn::RecvStream) -> After {
+    match recv.read_chunk(64 * 1024, true).await {
+        Ok(None) => After::Fin,
+        Ok(Some(chunk)) => After::Extra(chunk.bytes.len()),
+        Err(_) => After::Failed,
+    }
+}
+
+/// [`after_frame`] if its answer has already arrived (polls once, never
+/// waits); `None` if neither the end nor more bytes are there yet.
+pub(crate) fn after_frame_now(recv: &mut quinn::RecvStream) -> Option<After> {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut read = std::pin::pin!(after_frame(recv));
+    match read.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(a) => Some(a),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// After the one frame of a Call or answer stream: if the stream's end has

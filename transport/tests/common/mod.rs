@@ -185,23 +185,57 @@ pub mod raw {
         }
     }
 
-    /// A connection to `addr` from a fresh self-signed identity.
-    pub async fn connect(addr: SocketAddr) -> quinn::Connection {
+    /// A fresh self-signed client identity: its chain and key.
+    pub fn fresh_identity() -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let ck = rcgen::generate_simple_self_signed(vec!["raw-test-client".to_owned()]).unwrap();
         let chain = vec![ck.cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        (chain, key)
+    }
+
+    /// A client configuration presenting `identity` (none: no client
+    /// certificate at all) and accepting any server certificate.
+    pub fn client_config(
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> quinn::ClientConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+        let mut tls = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
         tls.alpn_protocols = vec![mxp_transport::ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        endpoint.connect(addr, "mxp-node").unwrap().await.unwrap()
+        quinn::ClientConfig::new(Arc::new(crypto))
+    }
+
+    /// A client endpoint on `bind` (e.g. "127.0.0.3:0": another source
+    /// address on loopback).
+    pub fn endpoint(bind: &str) -> quinn::Endpoint {
+        quinn::Endpoint::client(bind.parse().unwrap()).unwrap()
+    }
+
+    /// Connects `endpoint` to `addr` with `config`.
+    pub async fn try_connect(
+        endpoint: &quinn::Endpoint,
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, quinn::ConnectionError> {
+        endpoint
+            .connect_with(config, addr, "mxp-node")
+            .unwrap()
+            .await
+    }
+
+    /// A connection to `addr` from a fresh self-signed identity.
+    pub async fn connect(addr: SocketAddr) -> quinn::Connection {
+        let endpoint = endpoint("127.0.0.1:0");
+        try_connect(&endpoint, client_config(Some(fresh_identity())), addr)
+            .await
+            .unwrap()
     }
 }
