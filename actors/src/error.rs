@@ -2,7 +2,7 @@
 //! cross actor boundaries, and the one place each maps to its wire code
 //! ([`CallFailure::code`]).
 
-use mxp_protocol::{AgentId, ErrorCode, SessionId};
+use mxp_protocol::{AgentId, DecodeError, ErrorCode, SessionId};
 use mxp_transport::Reply;
 
 use crate::gate::Denial;
@@ -16,6 +16,10 @@ pub enum CallFailure {
     /// The Call's body does not match its schema.
     #[error("{0}")]
     InvalidPayload(String),
+    /// The payload did not decode: answered with the decode class
+    /// (`class` in the Error body), as docs/PROTOCOL.md promises.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// No plan rule (or control method) handles the method.
     #[error("{0}")]
     Unsupported(String),
@@ -88,6 +92,7 @@ impl CallFailure {
     pub fn code(&self) -> ErrorCode {
         match self {
             CallFailure::InvalidPayload(_) => ErrorCode::INVALID_PAYLOAD,
+            CallFailure::Decode(e) => ErrorCode::for_decode_error(e),
             CallFailure::Unauthenticated(_) => ErrorCode::UNAUTHENTICATED,
             CallFailure::Unsupported(_) => ErrorCode::UNSUPPORTED,
             CallFailure::Denied(_) | CallFailure::SessionNotYours(_) => ErrorCode::DENIED,
@@ -126,7 +131,10 @@ impl CallFailure {
     pub fn answer(self, reply: Reply) {
         let code = self.code();
         metrics::counter!("mxp_calls_total", "outcome" => code.name()).increment(1);
-        let _ = reply.error(code, self.to_string());
+        let _ = match &self {
+            CallFailure::Decode(e) => reply.decode_error(e),
+            _ => reply.error(code, self.to_string()),
+        };
     }
 }
 

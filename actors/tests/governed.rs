@@ -513,3 +513,46 @@ async fn nothing_in_a_payload_sets_a_principal() {
     }
     n.shutdown(Duration::from_secs(2)).await;
 }
+
+/// JSON-level problems in a Call body are answered `invalid_payload` (101)
+/// with the decode class in the Error body, as docs/PROTOCOL.md promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_level_errors_carry_their_class() {
+    use mxp_protocol::{Call, ErrorPayload, Flags, MessageType, TypedPayload};
+    let n = node(
+        vec![spec(AGENT, ToolRegistry::builtin(), default_rules())],
+        Gate::default(),
+        vec![],
+        vec![],
+    )
+    .await;
+    let c = client(&NodeIdentity::generate().unwrap());
+    let url = n.url().clone().with_agent(AGENT);
+    let long = format!(r#"{{"method":"{}"}}"#, "m".repeat(257));
+    for (body, class) in [
+        (&b""[..], "invalid_json"),
+        (br#"{"params":1}"#, "invalid_json"),
+        (long.as_bytes(), "limit_exceeded"),
+        (br#"{"method":""}"#, "invalid_value"),
+    ] {
+        let call = Call {
+            target: AGENT,
+            timeout_secs: 5,
+            body: bytes::Bytes::copy_from_slice(body),
+        };
+        let id = c.next_message_id();
+        let answer = c
+            .exchange(&url, call.to_frame(id, id, Flags::EMPTY).unwrap(), TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(answer.message_type(), MessageType::Error);
+        let err = ErrorPayload::from_frame(&answer).unwrap();
+        assert_eq!(err.code, ErrorCode::INVALID_PAYLOAD);
+        assert_eq!(
+            err.parse_body().unwrap().class.as_deref(),
+            Some(class),
+            "{body:?}"
+        );
+    }
+    n.shutdown(Duration::from_secs(2)).await;
+}

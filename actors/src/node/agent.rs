@@ -152,7 +152,7 @@ impl NodeAgentState {
                 };
                 let reg = match AgentRegister::from_frame(&frame) {
                     Ok(r) => r,
-                    Err(e) => return CallFailure::InvalidPayload(e.to_string()).answer(reply),
+                    Err(e) => return CallFailure::Decode(e).answer(reply),
                 };
                 // The hosted set is authoritative for this node's agents: sync
                 // first, so a peer can never claim a local agent's id.
@@ -191,7 +191,7 @@ impl NodeAgentState {
                             json!({ "refreshed": refreshed, "unknown": hb.agents.len() - refreshed }),
                         );
                     }
-                    Err(e) => CallFailure::InvalidPayload(e.to_string()).answer(reply),
+                    Err(e) => CallFailure::Decode(e).answer(reply),
                 }
             }
             MessageType::AgentDiscover => match DiscoverRequest::from_frame(&frame) {
@@ -205,12 +205,12 @@ impl NodeAgentState {
                         serde_json::to_value(DiscoverResult { agents, next }).unwrap_or_default(),
                     );
                 }
-                Err(e) => CallFailure::InvalidPayload(e.to_string()).answer(reply),
+                Err(e) => CallFailure::Decode(e).answer(reply),
             },
             MessageType::Call => {
                 let call = match Call::from_frame(&frame) {
                     Ok(c) => c,
-                    Err(e) => return CallFailure::InvalidPayload(e.to_string()).answer(reply),
+                    Err(e) => return CallFailure::Decode(e).answer(reply),
                 };
                 if call.target == NODE_AGENT {
                     self.control(principal, &frame, &call, reply);
@@ -290,7 +290,7 @@ impl NodeAgentState {
     fn control(&mut self, principal: Principal, frame: &Frame, call: &Call, reply: Reply) {
         let (request, params) = match call
             .parse_body_within(mxp_protocol::JsonLimits::default())
-            .map_err(|e| CallFailure::InvalidPayload(e.to_string()))
+            .map_err(|e| CallFailure::Decode(e))
             .and_then(|(body, _)| ControlRequest::parse(&body).map(|r| (r, body.params)))
         {
             Ok(r) => r,

@@ -448,6 +448,23 @@ error_codes! {
     INTERNAL = 900, "internal", true;
 }
 
+impl ErrorCode {
+    /// The code that answers `err`: `invalid_payload` (101) when the frame was
+    /// sound but its payload was not, `malformed_frame` (100) otherwise.
+    pub fn for_decode_error(err: &DecodeError) -> ErrorCode {
+        match err {
+            DecodeError::PayloadTruncated { .. }
+            | DecodeError::PayloadTrailingBytes { .. }
+            | DecodeError::InvalidUtf8 { .. }
+            | DecodeError::LimitExceeded { .. }
+            | DecodeError::InvalidValue { .. }
+            | DecodeError::InvalidJson { .. }
+            | DecodeError::WrongMessageType { .. } => ErrorCode::INVALID_PAYLOAD,
+            _ => ErrorCode::MALFORMED_FRAME,
+        }
+    }
+}
+
 impl fmt::Debug for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ErrorCode({} {})", self.0, self.name())
@@ -526,16 +543,7 @@ impl ErrorPayload {
         in_reply_to: u64,
         err: &DecodeError,
     ) -> Result<ErrorPayload, EncodeError> {
-        let code = match err {
-            DecodeError::PayloadTruncated { .. }
-            | DecodeError::PayloadTrailingBytes { .. }
-            | DecodeError::InvalidUtf8 { .. }
-            | DecodeError::LimitExceeded { .. }
-            | DecodeError::InvalidValue { .. }
-            | DecodeError::InvalidJson { .. }
-            | DecodeError::WrongMessageType { .. } => ErrorCode::INVALID_PAYLOAD,
-            _ => ErrorCode::MALFORMED_FRAME,
-        };
+        let code = ErrorCode::for_decode_error(err);
         let mut body = ErrorBody::new(code, err.to_string());
         body.class = Some(err.class().to_owned());
         ErrorPayload::with_body(in_reply_to, code, &body)
