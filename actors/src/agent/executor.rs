@@ -229,7 +229,7 @@ async fn admit_and_run(
         Call::from_frame(&frame).and_then(|c| c.parse_body_within(env.json_limits))
     };
     drop(frame);
-    let (mut body, cost) = parsed.map_err(|e| CallFailure::Decode(e))?;
+    let (mut body, cost) = parsed.map_err(CallFailure::Decode)?;
     // A forwarded Call names its caller; only a trusted forwarder's word counts.
     let principal = &match body.caller.take() {
         Some(caller) => env.services.relay(*principal, caller)?,

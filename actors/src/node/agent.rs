@@ -290,7 +290,7 @@ impl NodeAgentState {
     fn control(&mut self, principal: Principal, frame: &Frame, call: &Call, reply: Reply) {
         let (request, params) = match call
             .parse_body_within(mxp_protocol::JsonLimits::default())
-            .map_err(|e| CallFailure::Decode(e))
+            .map_err(CallFailure::Decode)
             .and_then(|(body, _)| ControlRequest::parse(&body).map(|r| (r, body.params)))
         {
             Ok(r) => r,
