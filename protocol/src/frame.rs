@@ -251,7 +251,8 @@ impl FrameHeader {
     /// [`EncodeError::PayloadTooLarge`] above 16 MiB.
     #[inline]
     pub fn encode(&self, payload: &[u8]) -> Result<Frame, EncodeError> {
-        self.encode_vectored(&[payload])
+        let len = check_len(payload.len())?;
+        Ok(self.encode_exact(len, &[payload]))
     }
 
     /// Encodes a frame whose payload is the concatenation of `parts` (for
@@ -260,11 +261,27 @@ impl FrameHeader {
     ///
     /// # Errors
     /// [`EncodeError::PayloadTooLarge`] above 16 MiB.
+    #[inline]
     pub fn encode_vectored(&self, parts: &[&[u8]]) -> Result<Frame, EncodeError> {
         let len = check_len(parts.iter().map(|p| p.len()).sum())?;
-        let mut buf = BytesMut::with_capacity(FRAME_OVERHEAD + len as usize);
-        self.write(len, parts, &mut buf);
-        Ok(Frame::from_validated(buf.freeze()))
+        Ok(self.encode_exact(len, parts))
+    }
+
+    /// Writes header, `parts` (which total `len` bytes, at most 16 MiB) and
+    /// checksum into one `Vec` of exactly the frame's size, hashes the
+    /// contiguous header and payload once, and hands the `Vec` to `Bytes`
+    /// without a copy (its length equals its capacity, so no reallocation).
+    /// The frame is valid by construction, so it is not parsed again.
+    #[inline]
+    fn encode_exact(&self, len: u64, parts: &[&[u8]]) -> Frame {
+        let mut buf = Vec::with_capacity(FRAME_OVERHEAD + len as usize);
+        buf.extend_from_slice(&RawHeader::new(self, len).to_bytes());
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+        let checksum = xxh3_64(&buf);
+        buf.extend_from_slice(&checksum.to_le_bytes());
+        Frame::from_validated(Bytes::from(buf))
     }
 
     /// Appends a frame around `payload` to `out`, without allocating when `out`
@@ -297,7 +314,7 @@ impl FrameHeader {
     fn write(&self, len: u64, parts: &[&[u8]], out: &mut BytesMut) {
         let start = out.len();
         out.reserve(FRAME_OVERHEAD + len as usize);
-        out.extend_from_slice(bytemuck::bytes_of(&RawHeader::new(self, len)));
+        out.extend_from_slice(&RawHeader::new(self, len).to_bytes());
         for part in parts {
             out.extend_from_slice(part);
         }

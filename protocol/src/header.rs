@@ -52,6 +52,12 @@ impl RawHeader {
         }
     }
 
+    /// The header's 32 wire bytes.
+    #[inline]
+    pub(crate) fn to_bytes(self) -> [u8; crate::HEADER_LEN] {
+        bytemuck::cast(self)
+    }
+
     /// Checks every header field; returns the declared payload length.
     ///
     /// The order is fixed (magic, type, flags, reserved, length) so that every
