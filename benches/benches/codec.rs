@@ -6,6 +6,8 @@
 //! Ratios to read from one run, per payload size:
 //! * `decode/parse` ÷ `decode/xxh3_alone`  (goal ≤ 1.5 up to 256 B, ≤ 1.1 from 4 KiB)
 //! * `encode/encode_into_reused` ÷ `encode/copy_hash`  (goal ≤ 1.3)
+//! * `encode/encode_alloc` ÷ `encode/copy_hash_alloc`  (the allocating encode
+//!   beside its floor: a fresh exactly-sized `Vec`, copy, hash, into `Bytes`)
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -90,6 +92,22 @@ fn encode(c: &mut Criterion) {
                         .encode_into(black_box(&p), &mut buf)
                         .unwrap();
                     black_box(buf.len())
+                })
+            },
+        );
+        // The floor for the allocating encode: one exactly-sized fresh `Vec`,
+        // copy of header + payload, one hash, handed to `Bytes` (no copy).
+        group.bench_with_input(
+            BenchmarkId::new("copy_hash_alloc", label(len)),
+            &len,
+            |b, _| {
+                b.iter(|| {
+                    let src = black_box(&covered);
+                    let mut v = Vec::with_capacity(src.len() + 8);
+                    v.extend_from_slice(src);
+                    let sum = xxh3_64(&v);
+                    v.extend_from_slice(&sum.to_le_bytes());
+                    Bytes::from(v)
                 })
             },
         );
