@@ -245,6 +245,14 @@ async fn a_planner_panic_restarts_the_planner() {
         tokio::task::yield_now().await;
     }
     assert!(answered);
+    // The restart follows the panic asynchronously: wait for it, with a deadline.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while status(&sup).await.restarts == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the executor was restarted");
     assert_eq!(status(&sup).await.restarts, 1);
 }
 
