@@ -106,7 +106,10 @@ impl NodeAuthority {
     /// The same authority, for a node that pins `trusted` peers (its
     /// `trusted_peers`); `None` for a node that accepts any peer.
     #[must_use]
-    pub fn with_trusted(mut self, trusted: Option<impl IntoIterator<Item = PeerId>>) -> NodeAuthority {
+    pub fn with_trusted(
+        mut self,
+        trusted: Option<impl IntoIterator<Item = PeerId>>,
+    ) -> NodeAuthority {
         self.trusted = trusted.map(|t| t.into_iter().map(|p| p.fingerprint()).collect());
         self
     }
@@ -198,13 +201,17 @@ mod tests {
             }
         );
         assert!(pinning.relay(Principal::peer(a), s.fingerprint()).is_err());
-        let open = NodeAuthority::new(PeerId::from_spki(b"node"), []).with_trusted(None::<Vec<PeerId>>);
+        let open =
+            NodeAuthority::new(PeerId::from_spki(b"node"), []).with_trusted(None::<Vec<PeerId>>);
         assert_eq!(
             open.relay(Principal::peer(a), s.fingerprint()).unwrap(),
             Principal::peer(a),
             "an open node trusts no forwarder's word"
         );
-        assert_eq!(open.relay(open.node(), s.fingerprint()).unwrap(), open.node());
+        assert_eq!(
+            open.relay(open.node(), s.fingerprint()).unwrap(),
+            open.node()
+        );
     }
 
     #[test]

@@ -108,7 +108,10 @@ pub fn run<W: Write>(args: &AgentsArgs, out: &mut W) -> Result<(), CliError> {
         if let Some(list) = page.get("agents").and_then(Value::as_array) {
             agents.extend(list.iter().cloned());
         } else {
-            return Err(remote::unexpected("agents.list", "no \"agents\" in the result"));
+            return Err(remote::unexpected(
+                "agents.list",
+                "no \"agents\" in the result",
+            ));
         }
         match page.get("next") {
             Some(next) if !next.is_null() && *next != after => after = next.clone(),
