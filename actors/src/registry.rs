@@ -174,8 +174,10 @@ fn record_bytes(name: &str, capabilities: &[String]) -> usize {
 pub struct RegistryTable {
     agents: BTreeMap<AgentId, AgentRecord>,
     by_capability: BTreeMap<String, BTreeSet<AgentId>>,
-    per_peer: HashMap<PeerId, usize>,
-    /// Remote records in all (the sum of `per_peer`).
+    /// Each registering peer's agents (what bounds it, and what moves with
+    /// it to a new endpoint).
+    per_peer: HashMap<PeerId, BTreeSet<AgentId>>,
+    /// Remote records in all (the sizes of `per_peer` summed).
     remote: usize,
     /// Bytes of remote records' names and capabilities.
     remote_bytes: usize,
@@ -247,9 +249,9 @@ impl RegistryTable {
             self.remote_bytes = self
                 .remote_bytes
                 .saturating_sub(record_bytes(&r.name, &r.capabilities));
-            let left = self.per_peer.get_mut(&p).map(|n| {
-                *n = n.saturating_sub(1);
-                *n
+            let left = self.per_peer.get_mut(&p).map(|ids| {
+                ids.remove(&r.agent_id);
+                ids.len()
             });
             if left == Some(0) {
                 self.per_peer.remove(&p);
@@ -262,7 +264,7 @@ impl RegistryTable {
     fn insert(&mut self, r: AgentRecord) {
         self.index(&r);
         if let Owner::Peer(p) = r.owner {
-            *self.per_peer.entry(p).or_default() += 1;
+            self.per_peer.entry(p).or_default().insert(r.agent_id);
             self.remote += 1;
             self.remote_bytes += record_bytes(&r.name, &r.capabilities);
         }
@@ -373,7 +375,7 @@ impl RegistryTable {
             .get(&reg.agent_id)
             .is_some_and(|r| r.owner == Owner::Peer(from));
         if !existing {
-            let held = self.per_peer.get(&from).copied().unwrap_or(0);
+            let held = self.per_peer.get(&from).map_or(0, BTreeSet::len);
             if held >= self.limits.max_agents_per_peer {
                 return Err(RegistryError::TooManyForPeer(held));
             }
@@ -396,13 +398,14 @@ impl RegistryTable {
         // An expired record of another owner, or this peer's own: replaced.
         self.forget(&reg.agent_id);
         if self.nodes.get(&from) != Some(&node) {
-            // The peer moved: all its agents are reached at the new endpoint.
+            // The peer moved: all its agents (at most max_agents_per_peer,
+            // found by its own index, not a scan of the table) are reached
+            // at the new endpoint.
             let moved: Vec<AgentId> = self
-                .agents
-                .values()
-                .filter(|r| r.owner == Owner::Peer(from))
-                .map(|r| r.agent_id)
-                .collect();
+                .per_peer
+                .get(&from)
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default();
             for id in moved {
                 if let Some(r) = self.agents.get_mut(&id) {
                     r.node = node.clone();
@@ -694,6 +697,24 @@ mod tests {
             t.register_remote(&reg(2, &big), peer(1), ttl, now),
             Err(RegistryError::TooManyBytes(_))
         ));
+    }
+
+    #[test]
+    fn a_peer_that_moves_takes_all_its_agents_and_no_others() {
+        let now = Instant::now();
+        let mut t = RegistryTable::new();
+        let ttl = Duration::from_secs(10);
+        t.register_remote(&reg(1, &[]), peer(1), ttl, now).unwrap();
+        t.register_remote(&reg(2, &[]), peer(1), ttl, now).unwrap();
+        t.register_remote(&reg(3, &[]), peer(2), ttl, now).unwrap();
+        let mut moved = reg(4, &[]);
+        moved.endpoint = SocketAddrV4::new([127, 0, 0, 1].into(), 9100);
+        t.register_remote(&moved, peer(1), ttl, now).unwrap();
+        for n in [1, 2, 4] {
+            assert_eq!(t.get(&id(n)).unwrap().node.port(), 9100, "agent {n}");
+            assert_eq!(t.route(&id(n)).unwrap().0.port(), 9100);
+        }
+        assert_eq!(t.get(&id(3)).unwrap().node.port(), 9001);
     }
 
     #[test]
