@@ -11,8 +11,12 @@
 //!   action, deciding `allow`, `deny` or `require_approval`.
 //! * [`audit`]: the hash-chained audit log's events and encoding, RFC 6962
 //!   Merkle proofs, C2SP signed checkpoints and cosignatures.
+//! * [`approval`]: pending approvals, votes, single use, expiry, and their store encoding.
+//! * [`budget`]: per-agent and per-session budgets and rate limits in fixed windows.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod audit;
+pub mod budget;
 pub mod policy;
 pub mod token;
