@@ -5,7 +5,7 @@
 use mxp_protocol::{AgentId, DecodeError, ErrorCode, SessionId};
 use mxp_transport::Reply;
 
-use crate::gate::Denial;
+use crate::gate::{Denial, EnforceError, Pending};
 use crate::lifecycle::{InvalidTransition, LifecycleState};
 use crate::tool::ToolError;
 
@@ -26,6 +26,19 @@ pub enum CallFailure {
     /// The gate refused the intent.
     #[error("{0}")]
     Denied(Denial),
+    /// The policy asks for an approval that was not given within
+    /// `governance.approval_wait_ms`; it stays pending, and the same Call
+    /// asked again once it is approved runs.
+    #[error("{tool} needs approval {} by {} (`mxp approvals approve {}`); ask again once it is approved", pending.id, pending.requirements.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and "), pending.id)]
+    ApprovalRequired {
+        /// The tool waiting.
+        tool: String,
+        /// The pending approval.
+        pending: Pending,
+    },
+    /// The enforcing component refused the intent's capability token.
+    #[error(transparent)]
+    Enforce(EnforceError),
     /// The Call names a session that another principal owns.
     #[error("session {0} belongs to another principal")]
     SessionNotYours(SessionId),
@@ -95,7 +108,10 @@ impl CallFailure {
             CallFailure::Decode(e) => ErrorCode::for_decode_error(e),
             CallFailure::Unauthenticated(_) => ErrorCode::UNAUTHENTICATED,
             CallFailure::Unsupported(_) => ErrorCode::UNSUPPORTED,
-            CallFailure::Denied(_) | CallFailure::SessionNotYours(_) => ErrorCode::DENIED,
+            CallFailure::Denied(_) | CallFailure::SessionNotYours(_) | CallFailure::Enforce(_) => {
+                ErrorCode::DENIED
+            }
+            CallFailure::ApprovalRequired { .. } => ErrorCode::APPROVAL_REQUIRED,
             CallFailure::UnknownAgent(_) | CallFailure::NotHere { .. } => ErrorCode::UNKNOWN_AGENT,
             CallFailure::AgentOffline(_)
             | CallFailure::NotAccepting(_)
@@ -133,6 +149,28 @@ impl CallFailure {
         metrics::counter!("mxp_calls_total", "outcome" => code.name()).increment(1);
         let _ = match &self {
             CallFailure::Decode(e) => reply.decode_error(e),
+            CallFailure::Denied(d) => reply.error_with_details(code, self.to_string(), d.details()),
+            CallFailure::Enforce(EnforceError::Token { code: why, .. }) => reply
+                .error_with_details(
+                    code,
+                    self.to_string(),
+                    serde_json::json!({ "reasons": [format!("token_{why}")] }),
+                ),
+            CallFailure::Enforce(EnforceError::KillSwitch(d)) => {
+                reply.error_with_details(code, self.to_string(), d.details())
+            }
+            CallFailure::ApprovalRequired { pending, .. } => reply.error_with_details(
+                code,
+                self.to_string(),
+                serde_json::json!({
+                    "approval": pending.id.to_string(),
+                    "reasons": pending.reasons,
+                    "expires_unix_ms": pending.expires_unix_ms,
+                    "remedy": crate::gate::remedy_json(&crate::gate::Remedy::Approval {
+                        requirements: pending.requirements.clone(),
+                    }),
+                }),
+            ),
             _ => reply.error(code, self.to_string()),
         };
     }

@@ -4,7 +4,7 @@
 //! NodeSupervisor                      (node::supervisor)
 //!  ├─ Transport (QUIC server; the bus; owned, not restartable)
 //!  ├─ NodeAgent (registry, control, mesh, forwarding: node::agent)
-//!  ├─ (policy, broker, skill runner, audit, replay: governance issues)
+//!  ├─ (broker, skill runner, audit, replay: the broker and audit issues)
 //!  └─ Agent <id>: AgentSupervisor     (agent::supervisor)
 //!      ├─ Kernel   (lifecycle, sessions, hooks: agent::kernel)
 //!      └─ Executor (plan runs, concurrently: agent::executor)
@@ -12,12 +12,15 @@
 //!
 //! Every effect of a Call passes one decision point, the [`Gate`]: plan
 //! steps, hook replies, node control and forwards are all [`Intent`]s, and
-//! what acts requires the gate's [`Allowed`].
+//! what acts requires the gate's [`Allowed`]. The gate checks the kill
+//! switch, the node's Cedar policy ([`CedarPolicy`]), approvals and budgets,
+//! and mints a capability token for a tool intent; a tool runs only with a
+//! [`Grant`], which the enforcer makes after verifying that token.
 //!
 //! The decisions are pure and tested without actors: the lifecycle
 //! ([`LifecycleState::apply`]), plan runs ([`PlanRun`]), rule planning
-//! ([`RulePlanner`]), sessions ([`SessionTable`]), the gate's default policy
-//! ([`DefaultPolicy`]), control parsing ([`node::control`]) and the
+//! ([`RulePlanner`]), sessions ([`SessionTable`]), the Cedar request of an
+//! intent ([`gate::intent_request`]), control parsing ([`node::control`]) and the
 //! forwarding decision ([`node::forward`]). Actors are thin shells that
 //! hold state, receive frames in batches and restart on failure.
 #![forbid(unsafe_code)]
@@ -34,6 +37,7 @@ pub mod registry;
 pub mod services;
 pub mod session;
 mod slot;
+pub mod store;
 pub mod tool;
 
 pub use agent::{
@@ -41,7 +45,10 @@ pub use agent::{
     SupervisionPolicy,
 };
 pub use error::{CallFailure, SettingsError};
-pub use gate::{Allowed, Decision, DefaultPolicy, Denial, Gate, Intent, Policy};
+pub use gate::{
+    Allowed, CedarPolicy, Decision, Denial, Facts, Gate, GateSettings, Grant, Intent, Outcome,
+    Policy, Refusal,
+};
 pub use hooks::{AgentContext, AgentHooks, MessageOutcome, NoHooks};
 pub use lifecycle::{InvalidTransition, LifecycleState, Transition};
 pub use node::{DEFAULT_NODE_BODY_BYTES, Node, NodeError, NodeSettings, NodeStatus};

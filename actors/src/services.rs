@@ -9,7 +9,7 @@ use mxp_transport::{NodeAuthority, Principal};
 use ring::rand::SecureRandom;
 
 use crate::error::CallFailure;
-use crate::gate::Gate;
+use crate::gate::{Allowed, Denial, Enforcer, Gate, Intent, Minter, Refusal, keys};
 use crate::session::{SessionError, SessionTable};
 
 /// Live sessions a node holds at most, by default.
@@ -23,6 +23,8 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(3600);
 pub struct Services {
     authority: Arc<NodeAuthority>,
     gate: Gate,
+    minter: Minter,
+    enforcer: Enforcer,
     sessions: Mutex<Sessions>,
     rng: ring::rand::SystemRandom,
 }
@@ -47,15 +49,26 @@ impl std::fmt::Debug for Services {
 impl Services {
     /// Services over `authority` and `gate`, holding at most `max_sessions`
     /// sessions, each kept `session_ttl` after its last Call.
+    ///
+    /// # Panics
+    /// Never in practice: only if the system random number generator fails
+    /// when the node's token key is drawn (then no token could be trusted,
+    /// and the node must not start).
     pub fn new(
         authority: Arc<NodeAuthority>,
         gate: Gate,
         max_sessions: usize,
         session_ttl: Duration,
     ) -> Services {
+        let node = *authority.node().id().fingerprint();
+        #[allow(clippy::expect_used)]
+        let (minter, enforcer) = keys(node, gate.kill_switch().clone(), gate.settings().max_nonces)
+            .expect("the system RNG draws the node's token key");
         Services {
             authority,
             gate,
+            minter,
+            enforcer,
             sessions: Mutex::new(Sessions {
                 table: SessionTable::new(
                     max_sessions,
@@ -78,6 +91,49 @@ impl Services {
     /// The gate.
     pub fn gate(&self) -> &Gate {
         &self.gate
+    }
+
+    /// Decides `intent` at the gate, minting its token on allow.
+    ///
+    /// # Errors
+    /// The gate's [`Refusal`].
+    pub fn check(&self, intent: Intent) -> Result<Allowed, Refusal> {
+        self.gate.check(intent, &self.minter)
+    }
+
+    /// Decides `intent`, for effects that cannot wait for an approval
+    /// (control, forwards, hook replies): a pending approval is a denial
+    /// naming it.
+    ///
+    /// # Errors
+    /// [`Denial`].
+    pub fn check_now(&self, intent: Intent) -> Result<Allowed, Denial> {
+        match self.check(intent) {
+            Ok(a) => Ok(a),
+            Err(Refusal::Denied(d)) => Err(d),
+            Err(Refusal::NeedsApproval { pending, intent }) => Err(Denial {
+                tool: intent.tool.clone(),
+                effect: intent.effect,
+                reasons: pending.reasons.clone(),
+                message: format!(
+                    "it needs approval {} (`mxp approvals approve {}`), and this kind of effect cannot wait for one",
+                    pending.id, pending.id
+                ),
+                remedy: Some(Box::new(crate::gate::Remedy::Approval {
+                    requirements: pending.requirements,
+                })),
+            }),
+        }
+    }
+
+    /// The enforcing component that verifies tokens before tools run.
+    pub fn enforcer(&self) -> &Enforcer {
+        &self.enforcer
+    }
+
+    /// The node the services belong to.
+    pub fn node(&self) -> mxp_protocol::Fingerprint {
+        self.minter.node()
     }
 
     /// The caller with its role here (a configured operator is an operator).

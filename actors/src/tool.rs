@@ -2,8 +2,9 @@
 //!
 //! A [`Tool`] declares its name, the shape of its arguments and its
 //! [`EffectClass`], which is what the gate, policy and the kill switch key
-//! on. Its `execute` requires an [`Allowed`]: the gate's proof that this exact
-//! intent was allowed, which only [`crate::Gate`] constructs.
+//! on. Its `execute` requires a [`Grant`]: the proof that the gate allowed
+//! this exact intent and that its capability token verified, which only the
+//! [`crate::gate::Enforcer`] constructs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use mxp_transport::Principal;
 use serde_json::Value;
 
 use crate::AgentStatus;
-use crate::gate::Allowed;
+use crate::gate::Grant;
 
 pub use mxp_protocol::EffectClass;
 
@@ -114,16 +115,17 @@ pub trait Tool: Send + Sync + 'static {
     /// The shape of its arguments.
     fn args(&self) -> ArgSchema;
 
-    /// Runs the allowed intent. `allowed` carries the exact arguments the
-    /// gate allowed; a tool reads them from there.
+    /// Runs the granted intent. `grant` carries the exact arguments the
+    /// gate allowed and their verified capability token; a tool reads its
+    /// arguments from there.
     ///
     /// # Cancel safety
     /// The future is dropped when the caller gives up; a tool with an
-    /// external effect must record whether it happened (governance issue).
+    /// external effect must record whether it happened (broker issue).
     fn execute<'a>(
         &'a self,
         ctx: &'a ToolContext<'a>,
-        allowed: Allowed,
+        grant: Grant<'a>,
     ) -> BoxFuture<'a, Result<Value, ToolError>>;
 }
 
@@ -144,9 +146,9 @@ impl Tool for Echo {
     fn execute<'a>(
         &'a self,
         _: &'a ToolContext<'a>,
-        allowed: Allowed,
+        grant: Grant<'a>,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
-        Box::pin(std::future::ready(Ok(allowed.into_intent().args)))
+        Box::pin(std::future::ready(Ok(grant.args().clone())))
     }
 }
 
@@ -167,7 +169,7 @@ impl Tool for Status {
     fn execute<'a>(
         &'a self,
         ctx: &'a ToolContext<'a>,
-        _: Allowed,
+        _: Grant<'a>,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
         let status = serde_json::to_value(ctx.status()).map_err(|e| ToolError::Failed {
             tool: "status".into(),

@@ -30,19 +30,16 @@ struct Recorder {
 }
 
 impl Policy for Recorder {
-    fn decide(&self, intent: &Intent) -> Decision {
+    fn decide(&self, intent: &Intent, _: &Facts) -> Outcome {
         self.seen.lock().unwrap().push((
             intent.tool.clone(),
             intent.effect,
             *intent.principal.id(),
         ));
         if self.deny == Some(intent.tool.as_str()) {
-            return Decision::Deny {
-                reason: format!("the test denies {}", intent.tool),
-                remedy: None,
-            };
+            return Outcome::deny(vec![format!("the test denies {}", intent.tool)], None);
         }
-        Decision::Allow
+        Outcome::allow(vec!["test.recorder".into()])
     }
 }
 
@@ -86,11 +83,11 @@ impl Tool for BarrierTool {
     fn execute<'a>(
         &'a self,
         _: &'a ToolContext<'a>,
-        allowed: Allowed,
+        grant: Grant<'a>,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
             self.0.wait().await;
-            Ok(allowed.into_intent().args)
+            Ok(grant.args().clone())
         })
     }
 }
@@ -162,9 +159,10 @@ async fn sixteen_plan_runs_are_inside_one_tool_at_once() {
             args: json!("$params"),
         }],
     }];
+    // The barrier tool is a test tool: no shipped policy names it.
     let n = node(
         vec![spec(AGENT, tools, rules)],
-        Gate::default(),
+        Gate::with_policy(Arc::new(Recorder::default())),
         vec![],
         vec![],
     )
@@ -210,6 +208,7 @@ async fn runs_past_the_limit_are_overloaded() {
         vec![spec(AGENT, tools, rules)],
     );
     s.supervision.max_runs = 2;
+    s.gate = Gate::with_policy(Arc::new(Recorder::default()));
     let n = Node::start(s).await.unwrap();
     let c = Arc::new(client(&NodeIdentity::generate().unwrap()));
     let url = n.url().clone().with_agent(AGENT);
@@ -246,7 +245,7 @@ async fn runs_past_the_limit_are_overloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_path_that_can_cause_an_effect_passes_the_gate() {
     let rec = Arc::new(Recorder::default());
-    let gate = Gate::new(rec.clone());
+    let gate = Gate::with_policy(rec.clone());
     let remote = node(
         vec![spec(REMOTE, ToolRegistry::builtin(), default_rules())],
         Gate::default(),
@@ -330,7 +329,7 @@ async fn what_the_gate_denies_does_not_happen() {
         let caller = NodeIdentity::generate().unwrap();
         let n = node(
             vec![spec(AGENT, ToolRegistry::builtin(), default_rules())],
-            Gate::new(rec.clone()),
+            Gate::with_policy(rec.clone()),
             vec![],
             vec![caller.peer_id()],
         )
@@ -379,7 +378,7 @@ async fn a_denied_forward_never_reaches_the_other_node() {
     // `here`, and so registers its own agent there.
     let here = node(
         vec![spec(AGENT, ToolRegistry::builtin(), default_rules())],
-        Gate::new(rec.clone()),
+        Gate::with_policy(rec.clone()),
         vec![remote.url().clone()],
         vec![],
     )
@@ -486,7 +485,7 @@ async fn nothing_in_a_payload_sets_a_principal() {
     let operator = NodeIdentity::generate().unwrap();
     let n = node(
         vec![spec(AGENT, ToolRegistry::builtin(), default_rules())],
-        Gate::new(rec.clone()),
+        Gate::with_policy(rec.clone()),
         vec![],
         vec![operator.peer_id()],
     )

@@ -78,7 +78,7 @@ fn invalid(list: &[(&str, &str)]) -> Vec<mxp_governance::policy::PolicyDiagnosti
 fn default_set_loads_and_is_what_default_set_returns() {
     let engine = PolicyEngine::load(&default_files()).unwrap();
     let s = engine.summary();
-    assert_eq!((s.files, s.policies, s.permits, s.forbids), (3, 4, 3, 1));
+    assert_eq!((s.files, s.policies, s.permits, s.forbids), (3, 5, 4, 1));
     assert_eq!(s.approval_policies, 1);
     assert_eq!(
         s.unconstrained, 1,
@@ -138,7 +138,10 @@ fn default_lifecycle_control_is_for_operators_only() {
         ));
         assert_eq!(out.decision, Decision::Allow, "{action}");
         assert_eq!(out.reasons, ["default.node.operator_control"]);
-        for p in [peer(), node(), agent()] {
+        // The local node itself (in-process control) has an operator's rights.
+        let out = engine.decide(&req(node(), action, an_agent(), ctx(EffectClass::Control)));
+        assert_eq!(out.reasons, ["default.node.self_control"]);
+        for p in [peer(), agent()] {
             let out = engine.decide(&req(p, action, an_agent(), ctx(EffectClass::Control)));
             assert_eq!(out.decision, Decision::Deny, "{p:?} {action}");
             assert_eq!(
@@ -159,6 +162,7 @@ fn default_reload_killswitch_and_approvals_are_for_operators_only() {
         ("policy.reload", local()),
         ("killswitch.set", local()),
         ("approvals.decide", Resource::Approval("a-1".into())),
+        ("approvals.list", Resource::Approval("*".into())),
     ];
     for (action, resource) in cases {
         let out = engine.decide(&req(
@@ -168,7 +172,14 @@ fn default_reload_killswitch_and_approvals_are_for_operators_only() {
             ctx(EffectClass::Control),
         ));
         assert_eq!(out.decision, Decision::Allow, "{action}");
-        for p in [peer(), node(), agent()] {
+        let out = engine.decide(&req(
+            node(),
+            action,
+            resource.clone(),
+            ctx(EffectClass::Control),
+        ));
+        assert_eq!(out.decision, Decision::Allow, "the local node: {action}");
+        for p in [peer(), agent()] {
             let out = engine.decide(&req(p, action, resource.clone(), ctx(EffectClass::Control)));
             assert_eq!(out.decision, Decision::Deny, "{p:?} {action}");
         }
@@ -179,13 +190,15 @@ fn default_reload_killswitch_and_approvals_are_for_operators_only() {
 fn default_denies_everything_else() {
     let engine = PolicyEngine::default_set();
     for p in all_principals() {
+        // Forwarding is open: the destination decides the Call again.
         let out = engine.decide(&req(
             p,
             "mesh.forward",
             Resource::Node(fp(8)),
             ctx(EffectClass::Forward),
         ));
-        assert_eq!(out.decision, Decision::Deny);
+        assert_eq!(out.decision, Decision::Allow);
+        assert_eq!(out.reasons, ["default.node.read"]);
         for (tool, effect) in [
             ("tool:fs.read", EffectClass::ReadOnly),
             ("tool:fs.write", EffectClass::LocalWrite),

@@ -172,6 +172,28 @@ impl Reply {
         Ok(())
     }
 
+    /// Answers with an Error frame whose body carries `details` (e.g. a
+    /// denial's determining policies and remedy).
+    ///
+    /// # Errors
+    /// [`TransportError::Encode`] if the body cannot be encoded.
+    pub fn error_with_details(
+        self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Result<(), TransportError> {
+        let mut body = mxp_protocol::ErrorBody::new(code, message);
+        body.details = Some(details);
+        let frame = ErrorPayload::with_body(self.call_id, code, &body)?.to_frame(
+            self.next_id(),
+            self.trace_id,
+            Flags::FINAL,
+        )?;
+        let _ = self.send(frame);
+        Ok(())
+    }
+
     /// Answers with the Error a decode failure maps to: `malformed_frame`
     /// (100) or `invalid_payload` (101), its body's `class` naming the
     /// decode class (`invalid_json`, `invalid_utf8`, `limit_exceeded`, ...)
@@ -560,6 +582,7 @@ impl Bus {
                     code: ErrorCode::INTERNAL,
                     message: format!("agent {target} dropped the call without answering"),
                     retriable: true,
+                    details: None,
                 });
             }
             Ok(Ok(frame)) => frame,

@@ -31,17 +31,19 @@ pub fn interpret_answer(answer: &Frame, call_id: u64) -> Result<Response, CallEr
                     e.in_reply_to
                 )));
             }
-            let (message, retriable) = match e.parse_body() {
-                Ok(b) => (b.message, b.retriable),
+            let (message, retriable, details) = match e.parse_body() {
+                Ok(b) => (b.message, b.retriable, b.details),
                 Err(_) => (
                     String::from_utf8_lossy(&e.body).into_owned(),
                     e.code.retriable(),
+                    None,
                 ),
             };
             Err(CallError::Remote {
                 code: e.code,
                 message,
                 retriable,
+                details,
             })
         }
         other => Err(CallError::InvalidResponse(format!(
@@ -75,6 +77,7 @@ mod tests {
                 code,
                 message,
                 retriable,
+                ..
             }) => {
                 assert_eq!(
                     (code, message.as_str(), retriable),

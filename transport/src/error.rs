@@ -98,6 +98,8 @@ pub enum CallError {
         message: String,
         /// Whether the same Call may succeed later.
         retriable: bool,
+        /// The Error body's `details` (e.g. a denial's policies and remedy).
+        details: Option<serde_json::Value>,
     },
     /// No answer arrived before the deadline.
     #[error("no response within {0:?}")]

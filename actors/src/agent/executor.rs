@@ -24,12 +24,13 @@ use tracing::Instrument;
 use super::kernel::KernelMsg;
 use super::{AgentShared, Job};
 use crate::error::CallFailure;
-use crate::gate::{HOOK_REPLY, Intent};
+use crate::gate::{Allowed, ApprovalWait, Denial, HOOK_REPLY, Intent, Refusal, now_unix_ms};
 use crate::hooks::{AgentHooks, MessageOutcome};
 use crate::plan_run::{Next, PlanRun};
 use crate::planner::{PlanError, Planner};
 use crate::services::Services;
 use crate::tool::{EffectClass, ToolContext, ToolError, ToolRegistry};
+use mxp_governance::token::args::args_digest;
 
 /// Messages to an executor.
 pub(crate) enum ExecMsg {
@@ -37,6 +38,9 @@ pub(crate) enum ExecMsg {
     Run(Vec<Job>),
     /// A run panicked: fail, so the supervisor restarts the executor.
     Crashed(String),
+    /// Answer once no external write of the agent is in flight (the kill
+    /// switch is on, so no new one starts).
+    ConfirmKillSwitch(ractor::RpcReplyPort<()>),
 }
 
 pub(crate) struct Executor;
@@ -104,6 +108,14 @@ impl Actor for Executor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ExecMsg::Crashed(why) => Err(why.into()),
+            ExecMsg::ConfirmKillSwitch(port) => {
+                let env = state.env.clone();
+                tokio::spawn(async move {
+                    env.shared.effects.wait_idle().await;
+                    let _ = port.send(());
+                });
+                Ok(())
+            }
             ExecMsg::Run(jobs) => {
                 for job in jobs {
                     match state.runs.clone().try_acquire_owned() {
@@ -276,8 +288,7 @@ async fn admit_and_run(
             };
             let allowed = env
                 .services
-                .gate()
-                .check(intent)
+                .check_now(intent)
                 .map_err(CallFailure::Denied)?;
             Ok((allowed.into_intent().args, session))
         }
@@ -338,15 +349,93 @@ async fn drive(
             trace_id,
             message_id,
         };
-        let allowed = env
+        let allowed = decide(env, intent).await?;
+        // The enforcing side computes the digest of the arguments it will
+        // act on itself, and verifies the token against them.
+        let digest = args_digest(&allowed.intent().args);
+        let grant = env
             .services
-            .gate()
-            .check(intent)
-            .map_err(CallFailure::Denied)?;
+            .enforcer()
+            .grant(&allowed, &digest, &env.shared.effects, now_unix_ms())
+            .map_err(CallFailure::Enforce)?;
         let status = || env.shared.status();
         let ctx = ToolContext::new(env.shared.id, principal, session, &status);
-        let output = tool.execute(&ctx, allowed).await?;
+        let started = std::time::Instant::now();
+        let output = tool.execute(&ctx, grant).await?;
+        drop(allowed);
+        let wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        env.services.gate().budgets().record(
+            env.shared.id,
+            session,
+            crate::gate::arg_bytes(&output),
+            wall_ms,
+            0,
+            now_unix_ms(),
+        );
         run.complete(output)
             .map_err(|e| CallFailure::Internal(e.to_string()))?;
     }
+}
+
+/// The gate's answer for a plan step: allowed at once, or once approved
+/// (this run waits, up to `approval_wait`; other runs go on).
+async fn decide(env: &RunEnv, intent: Intent) -> Result<Allowed, CallFailure> {
+    let mut intent = intent;
+    // At most: ask, wait, ask again (approved now). A bound, not a loop
+    // an approval race could keep spinning.
+    for _ in 0..3 {
+        match env.services.check(intent) {
+            Ok(allowed) => return Ok(allowed),
+            Err(Refusal::Denied(d)) => return Err(CallFailure::Denied(d)),
+            Err(Refusal::NeedsApproval {
+                pending,
+                intent: back,
+            }) => {
+                let wait = env.services.gate().settings().approval_wait;
+                match env
+                    .services
+                    .gate()
+                    .approvals()
+                    .wait(&pending.id, wait)
+                    .await
+                {
+                    ApprovalWait::Approved => intent = *back,
+                    ApprovalWait::StillPending => {
+                        return Err(CallFailure::ApprovalRequired {
+                            tool: back.tool,
+                            pending,
+                        });
+                    }
+                    ApprovalWait::Denied(by) => {
+                        return Err(CallFailure::Denied(Denial {
+                            tool: back.tool,
+                            effect: back.effect,
+                            reasons: pending.reasons,
+                            message: format!(
+                                "approval {} was denied{}",
+                                pending.id,
+                                by.map(|p| format!(" by {p}")).unwrap_or_default()
+                            ),
+                            remedy: None,
+                        }));
+                    }
+                    _ => {
+                        return Err(CallFailure::Denied(Denial {
+                            tool: back.tool,
+                            effect: back.effect,
+                            reasons: pending.reasons,
+                            message: format!(
+                                "approval {} expired before it was decided (governance.approval_ttl_ms)",
+                                pending.id
+                            ),
+                            remedy: None,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    Err(CallFailure::Internal(
+        "the approval was used by another Call of the same intent; ask again".into(),
+    ))
 }

@@ -211,6 +211,8 @@ pub(crate) struct AgentShared {
     /// Set when the agent terminates: runs still in flight end at once
     /// (past the drain deadline), their callers answered `agent_retired`.
     stopped: tokio::sync::watch::Sender<bool>,
+    /// External writes of this agent in flight, for the kill switch.
+    pub(crate) effects: crate::gate::InFlight,
 }
 
 impl AgentShared {

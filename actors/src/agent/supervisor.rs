@@ -11,7 +11,7 @@ use mxp_transport::Bus;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
 
-use super::executor::{ExecArgs, Executor};
+use super::executor::{ExecArgs, ExecMsg, Executor};
 use super::kernel::{Kernel, KernelArgs, KernelMsg};
 use super::{AgentShared, AgentSpec, AgentStatus, AgentView, SupervisionPolicy};
 use crate::error::CallFailure;
@@ -30,6 +30,9 @@ pub enum AgentMsg {
     Status(RpcReplyPort<AgentStatus>),
     /// A view of the agent, to read its state without messages.
     View(RpcReplyPort<AgentView>),
+    /// The kill switch is on: answer once the executor confirms that no
+    /// external write of this agent is in flight.
+    ConfirmKillSwitch(RpcReplyPort<()>),
 }
 
 /// Supervises one agent's kernel and executor: restarts a crashed child
@@ -139,6 +142,7 @@ impl Actor for AgentSupervisor {
             started: Instant::now(),
             kernel: Arc::new(Slot::empty()),
             stopped: tokio::sync::watch::Sender::new(false),
+            effects: crate::gate::InFlight::default(),
             executor: Slot::empty(),
         });
         let bridge = tokio::spawn(bridge(
@@ -202,6 +206,14 @@ impl Actor for AgentSupervisor {
             AgentMsg::View(port) => {
                 let _ = port.send(AgentView(st.shared.clone()));
             }
+            AgentMsg::ConfirmKillSwitch(port) => match st.shared.executor.get() {
+                // The executor confirms itself: a dead or restarting one
+                // does not answer, and the caller names this agent.
+                Some(exec) => {
+                    let _ = exec.cast(ExecMsg::ConfirmKillSwitch(port));
+                }
+                None => drop(port),
+            },
             AgentMsg::Control(t, port) => {
                 let result = match st.shared.kernel.get() {
                     Some(k) => match k

@@ -28,7 +28,7 @@ use super::control::ControlRequest;
 use super::{Hosted, NodeStatus, forward, mesh};
 use crate::AgentMsg;
 use crate::error::CallFailure;
-use crate::gate::OPERATOR_REMEDY;
+use crate::gate::{OPERATOR_REMEDY, PolicySource, Zone};
 use crate::registry::RegistryTable;
 use crate::services::Services;
 use crate::tool::EffectClass;
@@ -62,7 +62,7 @@ pub(crate) struct NodeAgentState {
     pub(super) hosted: BTreeMap<AgentId, Hosted>,
     pub(super) client: Arc<Client>,
     server: Arc<Server>,
-    services: Arc<Services>,
+    pub(super) services: Arc<Services>,
     pub(super) me: PeerId,
     pub(super) url: MxpUrl,
     pub(super) endpoint: Option<SocketAddrV4>,
@@ -77,6 +77,10 @@ pub(crate) struct NodeAgentState {
     pub(super) in_round: Arc<std::sync::Mutex<BTreeSet<String>>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
     pub(super) heartbeat: Duration,
+    /// Where `policy.reload` reads the policy set.
+    pub(super) policy_source: PolicySource,
+    /// The zone the reloaded set decides in.
+    pub(super) zone: Zone,
 }
 
 /// What the node agent starts with (again, after a restart).
@@ -93,6 +97,8 @@ pub(crate) struct NodeAgentArgs {
     pub(crate) seeds: Vec<MxpUrl>,
     pub(crate) heartbeat: Duration,
     pub(crate) registry: RegistryLimits,
+    pub(crate) policy_source: PolicySource,
+    pub(crate) zone: Zone,
 }
 
 fn respond(reply: Reply, result: Value) {
@@ -240,7 +246,7 @@ impl NodeAgentState {
             frame.trace_id(),
             frame.message_id(),
         );
-        if let Err(denial) = self.services.gate().check(intent) {
+        if let Err(denial) = self.services.check_now(intent) {
             metrics::counter!("mxp_forwards_total", "outcome" => "denied").increment(1);
             return CallFailure::Denied(denial).answer(reply);
         }
@@ -297,17 +303,31 @@ impl NodeAgentState {
             Err(f) => return f.answer(reply),
         };
         let intent = request.intent(principal, frame.trace_id(), frame.message_id());
-        if let Err(mut denial) = self.services.gate().check(intent) {
-            if denial.effect == EffectClass::Control && !self.services.authority().has_operators() {
-                denial.reason = format!(
-                    "no operators are configured on this node, so nobody may call {}",
-                    request.method()
-                );
-                denial.remedy = Some(OPERATOR_REMEDY.into());
+        if let Err(mut denial) = self.services.check_now(intent) {
+            if denial.effect == EffectClass::Control
+                && principal.kind() != mxp_protocol::PrincipalKind::Operator
+            {
+                denial.message = if self.services.authority().has_operators() {
+                    format!(
+                        "{} is not an operator of this node ({}); to make it one, {OPERATOR_REMEDY}",
+                        principal, denial.message
+                    )
+                } else {
+                    format!(
+                        "no operators are configured on this node, so nobody may call {}; {OPERATOR_REMEDY}",
+                        request.method()
+                    )
+                };
             }
             return CallFailure::Denied(denial).answer(reply);
         }
         match request {
+            ControlRequest::PolicyReload => self.policy_reload(principal, reply),
+            ControlRequest::KillSwitch { on, mesh } => self.kill_switch(on, mesh, principal, reply),
+            ControlRequest::ApprovalsList { id } => self.approvals_list(id, reply),
+            ControlRequest::ApprovalsDecide { id, approve } => {
+                self.approvals_decide(id, approve, principal, reply);
+            }
             ControlRequest::NodeStatus => self.node_status(reply),
             ControlRequest::AgentsList => self.agents_list(&params, reply),
             ControlRequest::Lifecycle { transition, agent } => {
@@ -354,6 +374,8 @@ impl NodeAgentState {
             remote_offline,
             nodes: self.dialer.all(),
             transport: self.server.stats(),
+            kill_switch: self.services.gate().kill_switch().is_on(),
+            approvals_pending: self.services.gate().approvals().pending_count(),
         };
         for h in self.hosted.values() {
             *status
@@ -514,6 +536,8 @@ impl Actor for NodeAgent {
             in_round: Arc::new(std::sync::Mutex::new(BTreeSet::new())),
             ticker: Some(ticker),
             heartbeat: a.heartbeat,
+            policy_source: a.policy_source,
+            zone: a.zone,
         };
         st.sync_local();
         Ok(st)

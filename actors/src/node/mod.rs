@@ -12,6 +12,7 @@ mod agent;
 pub mod control;
 pub mod dial;
 pub mod forward;
+pub mod governed;
 mod mesh;
 mod settings;
 mod supervisor;
@@ -65,6 +66,12 @@ pub struct NodeStatus {
     pub nodes: Vec<String>,
     /// Transport counters.
     pub transport: mxp_transport::StatsSnapshot,
+    /// Whether the kill switch is on.
+    #[serde(default)]
+    pub kill_switch: bool,
+    /// Approvals waiting for a decision.
+    #[serde(default)]
+    pub approvals_pending: usize,
 }
 
 /// A running node.
@@ -143,7 +150,7 @@ impl Node {
         let peer_id = s.identity.peer_id();
         if s.operators.is_empty() {
             warn!(
-                "no operators configured: control Calls (agent.suspend, agent.resume, agent.retire) are denied to everyone; add fingerprints to node.operators (`mxp identity` prints one)"
+                "no operators configured: control Calls (agent lifecycle, policy.reload, killswitch.set, approvals) are denied to everyone; add fingerprints to node.operators (`mxp identity` prints one)"
             );
         }
         let node_args = {
@@ -154,6 +161,7 @@ impl Node {
                 services.clone(),
             );
             let (limits, seeds, registry) = (s.limits.clone(), s.seeds.clone(), s.registry);
+            let (policy_source, zone) = (s.policy_source.clone(), s.zone);
             let (ttl, heartbeat) = (s.agent_ttl, s.heartbeat_interval);
             Box::new(move |hosted| NodeAgentArgs {
                 hosted,
@@ -168,6 +176,8 @@ impl Node {
                 seeds: seeds.clone(),
                 heartbeat,
                 registry,
+                policy_source: policy_source.clone(),
+                zone,
             }) as Box<dyn Fn(BTreeMap<AgentId, Hosted>) -> NodeAgentArgs + Send + Sync>
         };
         let args = NodeSupervisorArgs {

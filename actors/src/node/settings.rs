@@ -6,7 +6,7 @@ use std::time::Duration;
 use mxp_transport::{Limits, MxpUrl, NodeIdentity, PeerId, PeerTrust, TransportError};
 
 use crate::error::SettingsError;
-use crate::gate::Gate;
+use crate::gate::{Gate, PolicySource, Zone};
 use crate::registry::RegistryLimits;
 use crate::{AgentSpec, SupervisionPolicy};
 
@@ -61,6 +61,11 @@ pub struct NodeSettings {
     pub supervision: SupervisionPolicy,
     /// The decision point every effect passes.
     pub gate: Gate,
+    /// Where `policy.reload` reads the policy set (the gate holds the set
+    /// loaded at start).
+    pub policy_source: PolicySource,
+    /// The zone intents are decided in.
+    pub zone: Zone,
     /// Live sessions held at most.
     pub max_sessions: usize,
     /// How long an idle session is kept.
@@ -94,6 +99,8 @@ impl NodeSettings {
             agents,
             supervision: SupervisionPolicy::default(),
             gate: Gate::default(),
+            policy_source: PolicySource::Default,
+            zone: Zone::Sandbox,
             max_sessions: crate::services::DEFAULT_MAX_SESSIONS,
             session_ttl: crate::services::DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_NODE_BODY_BYTES,

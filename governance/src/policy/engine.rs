@@ -80,6 +80,25 @@ impl Outcome {
         }
     }
 
+    /// An Allow for these reasons (for policies other than Cedar's, e.g.
+    /// in tests).
+    pub fn allow(reasons: Vec<String>) -> Outcome {
+        Outcome {
+            decision: Decision::Allow,
+            reasons,
+            remedy: None,
+        }
+    }
+
+    /// A Deny for these reasons, with what would change it.
+    pub fn deny(reasons: Vec<String>, remedy: Option<Remedy>) -> Outcome {
+        Outcome {
+            decision: Decision::Deny,
+            reasons,
+            remedy,
+        }
+    }
+
     fn deny_error(reasons: Vec<String>) -> Outcome {
         Outcome {
             decision: Decision::Deny,
@@ -338,6 +357,11 @@ impl PolicyEngine {
                     HashSet::from([t.node_uid(node)]),
                 ));
                 uid
+            }
+            // A caller named by a trusted forwarder is judged as that peer:
+            // a relayed caller is never an operator or a node here.
+            PrincipalId::Relayed { caller, .. } => {
+                Types::uid(&t.peer, &PrincipalId::Peer(*caller).to_string())
             }
             _ => return Err(RequestError::Entities("unknown principal kind".to_owned())),
         };

@@ -44,11 +44,13 @@ pub enum Control {
     KillswitchSet,
     /// `approvals.decide`: approve or reject a pending intent.
     ApprovalsDecide,
+    /// `approvals.list`: list or show approvals (pending and decided).
+    ApprovalsList,
 }
 
 impl Control {
     /// Every control method.
-    pub const ALL: [Control; 9] = [
+    pub const ALL: [Control; 10] = [
         Control::NodeStatus,
         Control::AgentsList,
         Control::AgentSuspend,
@@ -58,6 +60,7 @@ impl Control {
         Control::PolicyReload,
         Control::KillswitchSet,
         Control::ApprovalsDecide,
+        Control::ApprovalsList,
     ];
 
     /// The method name, which is also the Cedar action id.
@@ -72,6 +75,7 @@ impl Control {
             Control::PolicyReload => "policy.reload",
             Control::KillswitchSet => "killswitch.set",
             Control::ApprovalsDecide => "approvals.decide",
+            Control::ApprovalsList => "approvals.list",
         }
     }
 }

@@ -30,7 +30,7 @@ pub const DEFAULT_FILES: [(&str, &str); 3] = [
 ];
 
 /// The tool actions the embedded schema declares itself.
-pub(crate) const BUILTIN_TOOLS: [&str; 2] = ["tool:echo", "tool:status"];
+pub(crate) const BUILTIN_TOOLS: [&str; 3] = ["tool:echo", "tool:status", "tool:hook.reply"];
 
 /// The action groups of the embedded schema.
 pub(crate) const ACTION_GROUPS: [&str; 2] = ["tool", "lifecycle"];

@@ -396,10 +396,14 @@ fn read_principal(r: &mut Cur<'_>) -> Result<PrincipalId, DecodeError> {
             agent: AgentId::from_bytes(*r.chunk()?),
             node: fp,
         },
+        5 => PrincipalId::Relayed {
+            caller: fp,
+            via: Fingerprint(*r.chunk()?),
+        },
         _ => {
             return Err(invalid(
                 "principal",
-                "kind is not 1 (peer), 2 (operator), 3 (node) or 4 (agent)",
+                "kind is not 1 (peer), 2 (operator), 3 (node), 4 (agent) or 5 (relayed)",
             ));
         }
     })
@@ -524,11 +528,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
 
 /// Appends `PrincipalId`'s canonical bytes without allocating.
 fn put_principal(out: &mut Vec<u8>, p: &PrincipalId) -> Result<(), EncodeError> {
-    let (kind, fp, agent) = match p {
+    let (kind, fp, extra) = match p {
         PrincipalId::Peer(f) => (1, f, None),
         PrincipalId::Operator(f) => (2, f, None),
         PrincipalId::Node(f) => (3, f, None),
-        PrincipalId::Agent { agent, node } => (4, node, Some(agent)),
+        PrincipalId::Agent { agent, node } => (4, node, Some(&agent.as_bytes()[..])),
+        PrincipalId::Relayed { caller, via } => (5, caller, Some(&via.as_bytes()[..])),
         _ => {
             return Err(EncodeError::InvalidValue {
                 field: "principal",
@@ -538,8 +543,8 @@ fn put_principal(out: &mut Vec<u8>, p: &PrincipalId) -> Result<(), EncodeError> 
     };
     out.push(kind);
     out.extend_from_slice(fp.as_bytes());
-    if let Some(a) = agent {
-        out.extend_from_slice(a.as_bytes());
+    if let Some(bytes) = extra {
+        out.extend_from_slice(bytes);
     }
     Ok(())
 }

@@ -48,13 +48,16 @@ macro_rules! agent_id_note {
 
 pub mod agent;
 pub mod agents;
+pub mod approvals;
 pub mod call;
 pub mod discover;
 pub mod duration;
 pub mod event;
 pub mod frame;
 pub mod identity;
+pub mod killswitch;
 pub mod node;
+pub mod policy;
 pub mod remote;
 pub mod table;
 
@@ -76,7 +79,9 @@ const OUT_BUFFER: usize = 64 * 1024;
         Call agents on MXP nodes over QUIC with mutual TLS (`mxp call`, `mxp event`), \
         using the CLI's own identity (`mxp identity`). Ask a node what it knows (`mxp agents`, \
         `mxp discover`, `mxp node status`) and, as an operator, suspend, resume or retire its \
-        agents (`mxp agent`).\n\n\
+        agents (`mxp agent`), reload its policy (`mxp policy`), flip its kill switch \
+        (`mxp killswitch`) and decide approvals (`mxp approvals`). Check a policy folder \
+        offline with `mxp policy check <dir>`.\n\n\
         Examples:\n  \
         mxp frame encode --type call --message-id 42 --payload-hex 68656c6c6f | mxp frame decode\n  \
         mxp agents mxp://127.0.0.1:9000\n  \
@@ -128,6 +133,15 @@ pub enum Command {
     /// Suspend, resume or retire an agent on a node, as an operator (`mxp agent suspend mxp://host:port/<agent-id>`).
     #[command(long_about = agent::LONG_ABOUT)]
     Agent(agent::AgentArgs),
+    /// Check a Cedar policy folder offline, or make a node reload its set (`mxp policy check ./policies`).
+    #[command(long_about = policy::LONG_ABOUT)]
+    Policy(policy::PolicyArgs),
+    /// Turn a node's kill switch on or off, confirmed by every executor (`mxp killswitch on mxp://host:port`).
+    #[command(long_about = killswitch::LONG_ABOUT)]
+    Killswitch(killswitch::KillSwitchArgs),
+    /// List, show, approve or deny pending approvals, as an operator (`mxp approvals list mxp://host:port`).
+    #[command(long_about = approvals::LONG_ABOUT)]
+    Approvals(approvals::ApprovalsArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -269,6 +283,9 @@ pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(),
         Command::Discover(args) => discover::run(&args, out)?,
         Command::Node(args) => node::run(&args, out)?,
         Command::Agent(args) => agent::run(&args, out)?,
+        Command::Policy(args) => policy::run(&args, out)?,
+        Command::Killswitch(args) => killswitch::run(&args, out)?,
+        Command::Approvals(args) => approvals::run(&args, out)?,
     }
     flush_out(out)
 }

@@ -126,6 +126,11 @@ pub fn format_status(status: &NodeStatus) -> String {
             ),
         ),
         ("mesh nodes", nodes),
+        (
+            "kill switch",
+            (if status.kill_switch { "ON" } else { "off" }).to_owned(),
+        ),
+        ("approvals pending", status.approvals_pending.to_string()),
         ("connections", t.connections.to_string()),
         ("streams", t.streams.to_string()),
         ("calls in flight", t.calls_in_flight.to_string()),
@@ -185,6 +190,8 @@ mod tests {
                 refused_connections: 6,
                 rate_limited: 7,
             },
+            kill_switch: true,
+            approvals_pending: 2,
         }
     }
 
@@ -201,6 +208,8 @@ mod tests {
                  local agents: 4 (active: 2, suspended: 1, zombie: 1)\n\
                  remote agents: 3 online, 1 offline\n\
                  mesh nodes: mxp://10.0.0.2:9000, mxp://10.0.0.3:9000\n\
+                 kill switch: ON\n\
+                 approvals pending: 2\n\
                  connections: 1\n\
                  streams: 2\n\
                  calls in flight: 3\n\

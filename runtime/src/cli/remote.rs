@@ -369,6 +369,23 @@ fn connection_error(err: &CallError, args: &ConnectArgs) -> CliError {
     }
 }
 
+/// The node's message, with the determining policies of a denial appended
+/// when the message does not name them already.
+fn with_remedy(message: String, details: Option<&Value>) -> String {
+    let Some(reasons) = details
+        .and_then(|d| d.get("reasons"))
+        .and_then(Value::as_array)
+        .filter(|r| !r.is_empty())
+    else {
+        return message;
+    };
+    let names: Vec<&str> = reasons.iter().filter_map(Value::as_str).collect();
+    if names.iter().all(|n| message.contains(n)) {
+        return message;
+    }
+    format!("{message} [policies: {}]", names.join(", "))
+}
+
 /// Maps a failed Call or Event to the CLI error with its exit code:
 /// the node's Error frame → 3, no answer by the deadline → 4, a node that
 /// cannot be reached or drops the connection → 5, an answer that is not
@@ -379,9 +396,10 @@ pub fn call_error(err: CallError, args: &ConnectArgs) -> CliError {
             code,
             message,
             retriable,
+            details,
         } => CliError::Remote {
             code,
-            message,
+            message: with_remedy(message, details.as_ref()),
             retriable,
         },
         CallError::Timeout(_) => CliError::Timeout(format!(
@@ -495,6 +513,7 @@ mod tests {
                 code: ErrorCode::UNKNOWN_AGENT,
                 message: "no agent x".into(),
                 retriable: false,
+                details: None,
             },
             &a,
         );
@@ -508,6 +527,7 @@ mod tests {
                 code: ErrorCode::OVERLOADED,
                 message: "busy".into(),
                 retriable: true,
+                details: None,
             },
             &a,
         );

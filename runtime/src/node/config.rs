@@ -27,6 +27,8 @@ pub struct Config {
     pub supervision: SupervisionPolicy,
     /// `[mesh]`.
     pub mesh: MeshSection,
+    /// `[governance]`.
+    pub governance: GovernanceSection,
     /// `[[agents]]`.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
@@ -57,6 +59,98 @@ impl MeshSection {
             max_nodes: self.max_nodes,
             forget_after: std::time::Duration::from_millis(self.forget_after_ms),
             max_bytes: self.max_registry_bytes,
+        }
+    }
+}
+
+/// `[governance]`: policy, tokens, approvals, budgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceSection {
+    /// Folder of `*.cedar` files; empty: the embedded default set.
+    pub policy_dir: String,
+    /// The zone intents are decided in: `sandbox`, `supervised` or `high_stakes`.
+    pub zone: String,
+    /// A minted capability token is valid this long (ms).
+    pub token_ttl_ms: u64,
+    /// A Call waits this long for an approval before it is answered
+    /// `approval_required` (ms).
+    pub approval_wait_ms: u64,
+    /// A pending approval expires after this long (ms).
+    pub approval_ttl_ms: u64,
+    /// Pending approvals held at most.
+    pub max_pending_approvals: usize,
+    /// The budget window (ms).
+    pub budget_window_ms: u64,
+    /// Tool calls per agent per window; 0: unlimited.
+    pub agent_max_calls: u64,
+    /// Tool argument and output bytes per agent per window; 0: unlimited.
+    pub agent_max_bytes: u64,
+    /// Tool wall time per agent per window (ms); 0: unlimited.
+    pub agent_max_wall_ms: u64,
+    /// Tool calls per session per window; 0: unlimited.
+    pub session_max_calls: u64,
+    /// Tool argument and output bytes per session per window; 0: unlimited.
+    pub session_max_bytes: u64,
+    /// Tool wall time per session per window (ms); 0: unlimited.
+    pub session_max_wall_ms: u64,
+}
+
+impl GovernanceSection {
+    /// The zone.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] for an unknown zone.
+    pub fn zone(&self) -> Result<mxp_actors::gate::Zone, ConfigError> {
+        use mxp_actors::gate::Zone;
+        match self.zone.as_str() {
+            "sandbox" => Ok(Zone::Sandbox),
+            "supervised" => Ok(Zone::Supervised),
+            "high_stakes" => Ok(Zone::HighStakes),
+            other => Err(key_err(
+                "governance.zone",
+                format!("{other:?} is not a zone: use sandbox, supervised or high_stakes"),
+            )),
+        }
+    }
+
+    /// The policy source.
+    pub fn policy_source(&self) -> mxp_actors::gate::PolicySource {
+        use mxp_actors::gate::PolicySource;
+        if self.policy_dir.is_empty() {
+            PolicySource::Default
+        } else {
+            PolicySource::Dir(PathBuf::from(&self.policy_dir))
+        }
+    }
+
+    /// The gate's settings.
+    pub fn gate_settings(&self) -> mxp_actors::GateSettings {
+        use std::time::Duration;
+        let limit = |n: u64| (n > 0).then_some(n);
+        let budget = |calls, bytes, wall| mxp_actors::gate::BudgetLimits {
+            calls: limit(calls),
+            bytes: limit(bytes),
+            wall_ms: limit(wall),
+            fuel: None,
+            window_ms: self.budget_window_ms,
+        };
+        mxp_actors::GateSettings {
+            token_ttl: Duration::from_millis(self.token_ttl_ms),
+            approval_wait: Duration::from_millis(self.approval_wait_ms),
+            approval_ttl: Duration::from_millis(self.approval_ttl_ms),
+            max_pending_approvals: self.max_pending_approvals,
+            agent_budget: budget(
+                self.agent_max_calls,
+                self.agent_max_bytes,
+                self.agent_max_wall_ms,
+            ),
+            session_budget: budget(
+                self.session_max_calls,
+                self.session_max_bytes,
+                self.session_max_wall_ms,
+            ),
+            ..mxp_actors::GateSettings::default()
         }
     }
 }
@@ -411,6 +505,34 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        self.governance.zone()?;
+        for (key, v) in [
+            ("governance.token_ttl_ms", self.governance.token_ttl_ms),
+            (
+                "governance.approval_ttl_ms",
+                self.governance.approval_ttl_ms,
+            ),
+            (
+                "governance.budget_window_ms",
+                self.governance.budget_window_ms,
+            ),
+        ] {
+            if v == 0 {
+                return Err(key_err(key, "must be greater than zero"));
+            }
+        }
+        if self.governance.max_pending_approvals == 0 {
+            return Err(key_err(
+                "governance.max_pending_approvals",
+                "must be at least 1",
+            ));
+        }
+        if self.governance.approval_wait_ms > self.governance.approval_ttl_ms {
+            return Err(key_err(
+                "governance.approval_wait_ms",
+                "is longer than governance.approval_ttl_ms: a Call would wait past its approval's expiry",
+            ));
         }
         for (key, v) in [
             ("mesh.max_agents_per_peer", self.mesh.max_agents_per_peer),

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mxp_actors::{AgentSpec, Gate, NoHooks, Node, NodeSettings, RulePlanner, ToolRegistry};
+use mxp_actors::{
+    AgentSpec, CedarPolicy, Gate, NoHooks, Node, NodeSettings, RulePlanner, ToolRegistry,
+};
 use mxp_protocol::AgentId;
 use mxp_transport::{NodeIdentity, PeerId, PeerTrust};
 
@@ -55,6 +57,12 @@ pub enum RunError {
         /// What else may be done.
         hint: &'static str,
     },
+    /// The policy set does not load.
+    #[error("policy set {0} (governance.policy_dir): {1}")]
+    Policy(String, mxp_governance::policy::PolicyLoadError),
+    /// The node's store cannot be opened.
+    #[error("node store: {0}")]
+    Store(mxp_actors::store::StoreError),
     /// The metrics endpoint cannot start.
     #[error("metrics endpoint on {addr} (metrics.listen): {reason}")]
     Metrics {
@@ -74,7 +82,9 @@ impl RunError {
             RunError::Config(_)
             | RunError::DataDir { .. }
             | RunError::Identity(_)
-            | RunError::Bind { .. } => 2,
+            | RunError::Bind { .. }
+            | RunError::Policy(..)
+            | RunError::Store(_) => 2,
             RunError::Node(mxp_actors::NodeError::Transport(
                 mxp_transport::TransportError::Bind { .. },
             )) => 2,
@@ -243,6 +253,23 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             key: "metrics.listen".into(),
             reason: "not a socket address".into(),
         })?;
+    let zone = config.governance.zone()?;
+    let policy_source = config.governance.policy_source();
+    let engine = policy_source
+        .load()
+        .map_err(|e| RunError::Policy(policy_source.to_string(), e))?;
+    let store = mxp_actors::store::Store::open(&data.join("store")).map_err(RunError::Store)?;
+    let gate = Gate::new(
+        Arc::new(CedarPolicy::new(engine, zone)),
+        config.governance.gate_settings(),
+        Some(store),
+    )
+    .map_err(RunError::Store)?;
+    if gate.kill_switch().is_on() {
+        tracing::warn!(
+            "the kill switch is ON (persisted): every external write is denied until `mxp killswitch off`"
+        );
+    }
     Ok(Prepared {
         settings: NodeSettings {
             listen: config.node.listen,
@@ -256,7 +283,9 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             operators: config.node.operators.clone(),
             agents: specs,
             supervision: config.supervision.clone(),
-            gate: Gate::default(),
+            gate,
+            policy_source,
+            zone,
             max_sessions: config.node.max_sessions,
             session_ttl: Duration::from_millis(config.node.session_ttl_ms),
             max_body_bytes: config.node.max_body_bytes,

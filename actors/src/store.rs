@@ -1,0 +1,187 @@
+//! The node's durable store: the kill switch and approvals (and, with the
+//! audit issue, the audit log), behind one storage trait ([`Engine`]) so
+//! the engine can change without touching its users.
+//!
+//! [`SledEngine`] is the engine today (sled 0.34, the design card's choice).
+//! Every write is flushed to disk before it returns: a state change the
+//! node acknowledged survives a crash.
+
+mod sled_engine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mxp_governance::approval::Approval;
+
+pub use sled_engine::SledEngine;
+
+/// Why the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The engine failed (I/O, corruption it detected).
+    #[error("store {path}: {reason}")]
+    Engine {
+        /// The store's folder.
+        path: String,
+        /// What the engine said.
+        reason: String,
+    },
+    /// A record did not decode.
+    #[error("store {path}: record {key} in {tree} is corrupt: {reason}")]
+    Corrupt {
+        /// The store's folder.
+        path: String,
+        /// The tree.
+        tree: &'static str,
+        /// The record's key, hex.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The named key spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// Node state: the kill switch.
+    State,
+    /// Approvals by id.
+    Approvals,
+}
+
+impl Tree {
+    /// Its name in the engine.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Tree::State => "state",
+            Tree::Approvals => "approvals",
+        }
+    }
+}
+
+/// Every `(key, value)` of a tree, in key order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A key-value engine: durable writes, ordered scans.
+pub trait Engine: Send + Sync + 'static {
+    /// The value of `key` in `tree`.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`].
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets `key` and makes it durable before returning.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`]; the write may or may not have happened.
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`, durably.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`].
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+    /// Every `(key, value)` of `tree`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`].
+    fn scan(&self, tree: Tree) -> Result<Records, StoreError>;
+    /// Where it lives, for messages.
+    fn path(&self) -> &str;
+}
+
+const KILL_SWITCH: &[u8] = b"kill_switch";
+
+/// The node's store: typed records over an [`Engine`].
+pub struct Store {
+    engine: Box<dyn Engine>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.engine.path())
+            .finish()
+    }
+}
+
+impl Store {
+    /// The store over `engine`.
+    pub fn new(engine: Box<dyn Engine>) -> Store {
+        Store { engine }
+    }
+
+    /// Opens (creating) the sled store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] naming the folder and sled's reason (another
+    /// process holding it, corrupt files, permissions).
+    pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
+        Ok(Arc::new(Store::new(Box::new(SledEngine::open(dir)?))))
+    }
+
+    /// Whether the kill switch is on (off when never set).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn kill_switch(&self) -> Result<bool, StoreError> {
+        match self.engine.get(Tree::State, KILL_SWITCH)? {
+            None => Ok(false),
+            Some(v) => match v.as_slice() {
+                [0] => Ok(false),
+                [1] => Ok(true),
+                _ => Err(self.corrupt(Tree::State, KILL_SWITCH, "the kill switch is not 0 or 1")),
+            },
+        }
+    }
+
+    /// Persists the kill switch.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn set_kill_switch(&self, on: bool) -> Result<(), StoreError> {
+        self.engine.put(Tree::State, KILL_SWITCH, &[u8::from(on)])
+    }
+
+    /// Every stored approval.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] naming the first record that does not decode.
+    pub fn approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        self.engine
+            .scan(Tree::Approvals)?
+            .into_iter()
+            .map(|(k, v)| {
+                Approval::decode(&v).map_err(|e| self.corrupt(Tree::Approvals, &k, &e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Writes `approval` (by its id).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn put_approval(&self, approval: &Approval) -> Result<(), StoreError> {
+        self.engine
+            .put(Tree::Approvals, &approval.id().0, &approval.encode())
+    }
+
+    /// Removes an approval record (pruned).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn delete_approval(
+        &self,
+        id: &mxp_governance::approval::ApprovalId,
+    ) -> Result<(), StoreError> {
+        self.engine.delete(Tree::Approvals, &id.0)
+    }
+
+    fn corrupt(&self, tree: Tree, key: &[u8], reason: &str) -> StoreError {
+        StoreError::Corrupt {
+            path: self.engine.path().to_owned(),
+            tree: tree.name(),
+            key: key.iter().map(|b| format!("{b:02x}")).collect(),
+            reason: reason.to_owned(),
+        }
+    }
+}
