@@ -185,3 +185,66 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use mxp_governance::approval::{ApprovalBook, ApprovalId, IntentKey};
+    use mxp_governance::policy::ApprovalRequirement;
+    use mxp_governance::token::args::args_digest;
+    use mxp_protocol::{AgentId, Fingerprint, PrincipalId, PrincipalKind};
+
+    #[test]
+    fn state_survives_reopening_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut book = ApprovalBook::new(8);
+        let key = IntentKey::new(
+            PrincipalId::Peer(Fingerprint([1; 32])),
+            AgentId::from_bytes([2; 16]),
+            "s-1".parse().unwrap(),
+            "send",
+            args_digest(&serde_json::json!({"to": "x"})),
+        );
+        let a = book
+            .request(
+                ApprovalId([3; 16]),
+                key,
+                vec!["p".into()],
+                vec![ApprovalRequirement::new(PrincipalKind::Operator, 1)],
+                1_000,
+                60_000,
+            )
+            .unwrap()
+            .clone();
+        {
+            let store = Store::open(&path).unwrap();
+            assert!(!store.kill_switch().unwrap());
+            store.set_kill_switch(true).unwrap();
+            store.put_approval(&a).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.kill_switch().unwrap());
+        assert_eq!(store.approvals().unwrap(), vec![a.clone()]);
+        // A record that does not decode is named, not skipped.
+        store
+            .engine
+            .put(Tree::Approvals, &[9; 16], b"not an approval")
+            .unwrap();
+        let e = store.approvals().unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { tree: "approvals", .. }), "{e}");
+        assert!(e.to_string().contains("0909"), "{e}");
+        store.delete_approval(&ApprovalId([9; 16])).unwrap();
+        assert_eq!(store.approvals().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_store_held_by_another_opener_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let _held = Store::open(&path).unwrap();
+        let e = Store::open(&path).unwrap_err();
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    }
+}

@@ -29,6 +29,9 @@ mod budgets;
 mod cedar;
 mod denial;
 mod killswitch;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+mod tests;
 mod token;
 
 use std::sync::{Arc, RwLock};
