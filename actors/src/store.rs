@@ -233,7 +233,16 @@ mod tests {
             .put(Tree::Approvals, &[9; 16], b"not an approval")
             .unwrap();
         let e = store.approvals().unwrap_err();
-        assert!(matches!(e, StoreError::Corrupt { tree: "approvals", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                StoreError::Corrupt {
+                    tree: "approvals",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("0909"), "{e}");
         store.delete_approval(&ApprovalId([9; 16])).unwrap();
         assert_eq!(store.approvals().unwrap().len(), 1);

@@ -29,6 +29,13 @@
 //!     `Node::bus()`: bridge, kernel, planner, `echo` tool, Response;
 //!     `SupervisionPolicy::default()` (64 envelopes per ractor message);
 //!   * `agent_batch1`: the same with `SupervisionPolicy { batch: 1, .. }`.
+//! * `governed_call`: the `node_call` Call at 1 and 256 in flight against
+//!   three servers side by side: `governed` (the node with the shipped
+//!   Cedar set: kill switch, Cedar decision, budgets, MAC token minted at
+//!   the gate and verified by the enforcer), `allow_all` (the same node
+//!   whose policy allows everything without Cedar: still a token per
+//!   Call, since no path bypasses the gate) and `transport` (the echo
+//!   above). The goal ratio is governed ÷ allow_all ≤ 1.25.
 //! * `node_rtt` (diagnostic): one Call at a time in-process, no QUIC,
 //!   `bus_echo` against `agent_batch64`: what the agent's extra hops (bridge,
 //!   kernel, planner) add to a round trip when nothing else is running.
@@ -60,7 +67,10 @@ use bytes::Bytes;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use mxp_actors::{AgentSpec, NoHooks, Node, NodeSettings, RulePlanner, SupervisionPolicy};
+use mxp_actors::{
+    AgentSpec, Facts, Gate, Intent, NoHooks, Node, NodeSettings, Outcome, Policy, RulePlanner,
+    SupervisionPolicy,
+};
 use mxp_benches::{CallFn, Samples, call_body, drive, percentile, runtime};
 use mxp_protocol::{AgentId, Call, Flags, Frame, MessageType, TypedPayload};
 use mxp_transport::{
@@ -112,7 +122,23 @@ fn spec() -> AgentSpec {
 
 /// A node on loopback hosting one agent, with no seeds (no mesh traffic).
 async fn start_node(supervision: SupervisionPolicy) -> Node {
+    start_node_with(supervision, Gate::default()).await
+}
+
+/// Allows every intent at once: the gate's own work (token mint and
+/// verify, budgets, kill switch) without a Cedar evaluation.
+struct AllowAll;
+
+impl Policy for AllowAll {
+    fn decide(&self, _: &Intent, _: &Facts) -> Outcome {
+        Outcome::allow(vec!["bench.allow_all".into()])
+    }
+}
+
+/// As [`start_node`], deciding with `gate`.
+async fn start_node_with(supervision: SupervisionPolicy, gate: Gate) -> Node {
     Node::start(NodeSettings {
+        gate,
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         identity: NodeIdentity::generate().unwrap(),
@@ -270,6 +296,79 @@ fn node_call(c: &mut Criterion) {
         server.shutdown(Duration::from_secs(1)).await;
         node_client.close().await;
         transport_client.close().await;
+    });
+}
+
+// ---- governed_call ---------------------------------------------------------
+
+/// The governed Call against the same node with a policy that allows
+/// everything, and against the transport echo, at 1 and 256 in flight.
+fn governed_call(c: &mut Criterion) {
+    let rt = runtime();
+    let body = call_body();
+    let governed = rt.block_on(start_node(SupervisionPolicy::default()));
+    let allow_all = rt.block_on(start_node_with(
+        SupervisionPolicy::default(),
+        Gate::with_policy(Arc::new(AllowAll)),
+    ));
+    let (server, transport_url) = transport_setup(&rt);
+    let clients = [client(&rt), client(&rt), client(&rt)];
+    let urls = [
+        governed.url().clone().with_agent(AGENT),
+        allow_all.url().clone().with_agent(AGENT),
+        transport_url,
+    ];
+    let mut group = c.benchmark_group("governed_call");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for inflight in [1, 256] {
+        let mut results = Vec::new();
+        for (i, name) in ["governed", "allow_all", "transport"]
+            .into_iter()
+            .enumerate()
+        {
+            let call = call_fn(&clients[i], &urls[i], &body);
+            rt.block_on(drive((inflight * 4) as u64, inflight, call.clone()));
+            let mut samples = Samples::default();
+            group.bench_function(
+                BenchmarkId::new(name, format!("inflight={inflight}")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let (wall, lat) = rt.block_on(drive(iters, inflight, call.clone()));
+                        samples.calls += iters;
+                        samples.wall += wall;
+                        samples.latencies.extend(lat);
+                        wall
+                    })
+                },
+            );
+            results.push(samples.report("governed call", name, inflight));
+        }
+        if let [(g, g_rate), (a, a_rate), (t, _)] = results[..]
+            && g.is_finite()
+            && a.is_finite()
+            && t.is_finite()
+        {
+            eprintln!(
+                "RESULT governed call ratio inflight={inflight} governed_p50/allow_all_p50={:.2} (goal <= 1.25) allow_all_calls/governed_calls={:.2} governed_p50/transport_p50={:.2}",
+                g / a,
+                a_rate / g_rate,
+                g / t
+            );
+        }
+    }
+    group.finish();
+    rt.block_on(async {
+        governed.shutdown(Duration::from_secs(1)).await;
+        allow_all.shutdown(Duration::from_secs(1)).await;
+        server.shutdown(Duration::from_secs(1)).await;
+        for c in &clients {
+            c.close().await;
+        }
     });
 }
 
@@ -506,5 +605,5 @@ fn node_rtt(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, node_call, node_frames, node_rtt);
+criterion_group!(benches, node_call, governed_call, node_frames, node_rtt);
 criterion_main!(benches);

@@ -249,6 +249,15 @@ impl Gate {
         }
     }
 
+    /// Sets the gate's gauges (kill switch, approvals pending) from its
+    /// state: the node calls it at start, once a metrics recorder may be
+    /// installed.
+    pub fn publish_metrics(&self) {
+        let on = self.inner.kill.is_on();
+        metrics::gauge!("mxp_kill_switch").set(if on { 1.0 } else { 0.0 });
+        metrics::gauge!("mxp_approvals_pending").set(self.inner.approvals.pending_count() as f64);
+    }
+
     /// The settings.
     pub fn settings(&self) -> &GateSettings {
         &self.inner.settings

@@ -68,19 +68,28 @@ fn a_token_verifies_for_its_own_intent_once_and_for_nothing_else() {
     let (gate, minter, enforcer) = gate_with(Arc::new(AllowAll), GateSettings::default());
     let args = json!({"path": "/tmp/a"});
     let allowed = gate
-        .check(intent(&auth, "send", EffectClass::ReadOnly, args.clone()), &minter)
+        .check(
+            intent(&auth, "send", EffectClass::ReadOnly, args.clone()),
+            &minter,
+        )
         .unwrap();
     assert!(allowed.token().is_some(), "a tool intent carries a token");
     let idle = InFlight::default();
     let other = args_digest(&json!({"path": "/tmp/b"}));
-    let refused = enforcer.grant(&allowed, &other, &idle, now_unix_ms()).unwrap_err();
+    let refused = enforcer
+        .grant(&allowed, &other, &idle, now_unix_ms())
+        .unwrap_err();
     assert_eq!(token_code(refused), "wrong_arguments");
     let digest = args_digest(&args);
-    let grant = enforcer.grant(&allowed, &digest, &idle, now_unix_ms()).unwrap();
+    let grant = enforcer
+        .grant(&allowed, &digest, &idle, now_unix_ms())
+        .unwrap();
     assert_eq!(grant.args(), &args);
     assert_eq!(grant.token().tool(), "send");
     drop(grant);
-    let replay = enforcer.grant(&allowed, &digest, &idle, now_unix_ms()).unwrap_err();
+    let replay = enforcer
+        .grant(&allowed, &digest, &idle, now_unix_ms())
+        .unwrap_err();
     assert_eq!(token_code(replay), "replayed");
 }
 
@@ -93,7 +102,10 @@ fn an_expired_token_is_refused() {
     };
     let (gate, minter, enforcer) = gate_with(Arc::new(AllowAll), settings);
     let allowed = gate
-        .check(intent(&auth, "send", EffectClass::ReadOnly, json!(1)), &minter)
+        .check(
+            intent(&auth, "send", EffectClass::ReadOnly, json!(1)),
+            &minter,
+        )
         .unwrap();
     let digest = args_digest(&json!(1));
     let later = now_unix_ms() + 10_000;
@@ -115,10 +127,18 @@ fn another_nodes_key_does_not_verify() {
     )
     .unwrap();
     let allowed = gate
-        .check(intent(&auth, "send", EffectClass::ReadOnly, json!(1)), &minter)
+        .check(
+            intent(&auth, "send", EffectClass::ReadOnly, json!(1)),
+            &minter,
+        )
         .unwrap();
     let e = stranger
-        .grant(&allowed, &args_digest(&json!(1)), &InFlight::default(), now_unix_ms())
+        .grant(
+            &allowed,
+            &args_digest(&json!(1)),
+            &InFlight::default(),
+            now_unix_ms(),
+        )
         .unwrap_err();
     assert_eq!(token_code(e), "bad_mac");
 }
@@ -127,13 +147,25 @@ fn another_nodes_key_does_not_verify() {
 fn the_kill_switch_denies_external_writes_at_the_gate_and_at_the_enforcer() {
     let auth = authority();
     let (gate, minter, enforcer) = gate_with(Arc::new(AllowAll), GateSettings::default());
-    let write = || intent(&auth, "send", EffectClass::ExternalWrite, json!({"to": "x"}));
+    let write = || {
+        intent(
+            &auth,
+            "send",
+            EffectClass::ExternalWrite,
+            json!({"to": "x"}),
+        )
+    };
     // Allowed before the switch, enforced after it: refused at the enforcer.
     let allowed = gate.check(write(), &minter).unwrap();
     gate.kill_switch().set(true).unwrap();
     let in_flight = InFlight::default();
     let e = enforcer
-        .grant(&allowed, &args_digest(&json!({"to": "x"})), &in_flight, now_unix_ms())
+        .grant(
+            &allowed,
+            &args_digest(&json!({"to": "x"})),
+            &in_flight,
+            now_unix_ms(),
+        )
         .unwrap_err();
     assert!(matches!(e, EnforceError::KillSwitch(_)), "{e:?}");
     assert_eq!(in_flight.count(), 0, "a refused write is not left counted");
@@ -143,8 +175,11 @@ fn the_kill_switch_denies_external_writes_at_the_gate_and_at_the_enforcer() {
     }
     // Other effects go on.
     assert!(
-        gate.check(intent(&auth, "echo", EffectClass::ReadOnly, json!(1)), &minter)
-            .is_ok()
+        gate.check(
+            intent(&auth, "echo", EffectClass::ReadOnly, json!(1)),
+            &minter
+        )
+        .is_ok()
     );
     gate.kill_switch().set(false).unwrap();
     assert!(gate.check(write(), &minter).is_ok());
@@ -191,10 +226,16 @@ fn session_budgets_deny_with_when_they_reset() {
     };
     let (gate, minter, _) = gate_with(Arc::new(AllowAll), settings);
     for _ in 0..2 {
-        gate.check(intent(&auth, "echo", EffectClass::ReadOnly, json!(1)), &minter)
-            .unwrap();
+        gate.check(
+            intent(&auth, "echo", EffectClass::ReadOnly, json!(1)),
+            &minter,
+        )
+        .unwrap();
     }
-    match gate.check(intent(&auth, "echo", EffectClass::ReadOnly, json!(1)), &minter) {
+    match gate.check(
+        intent(&auth, "echo", EffectClass::ReadOnly, json!(1)),
+        &minter,
+    ) {
         Err(Refusal::Denied(d)) => {
             assert_eq!(d.reasons, [BUDGET_EXCEEDED]);
             assert!(
@@ -227,12 +268,21 @@ fn the_empty_set_denies_and_evaluation_errors_deny() {
     {
         for tool in ["echo", "status", "fs.write", "http.fetch", "x"] {
             let r = gate.check(intent(&auth, tool, effect, json!({ "i": i })), &minter);
-            assert!(matches!(r, Err(Refusal::Denied(_))), "{tool} {effect:?}: {r:?}");
+            assert!(
+                matches!(r, Err(Refusal::Denied(_))),
+                "{tool} {effect:?}: {r:?}"
+            );
         }
     }
     // A tool name Cedar cannot name is denied, naming why.
-    let (gate, minter, _) = gate_with(Arc::new(CedarPolicy::default_set()), GateSettings::default());
-    match gate.check(intent(&auth, "bad name!", EffectClass::ReadOnly, json!(1)), &minter) {
+    let (gate, minter, _) = gate_with(
+        Arc::new(CedarPolicy::default_set()),
+        GateSettings::default(),
+    );
+    match gate.check(
+        intent(&auth, "bad name!", EffectClass::ReadOnly, json!(1)),
+        &minter,
+    ) {
         Err(Refusal::Denied(d)) => assert!(d.to_string().contains("bad name"), "{d}"),
         other => panic!("{other:?}"),
     }
@@ -241,9 +291,15 @@ fn the_empty_set_denies_and_evaluation_errors_deny() {
 #[test]
 fn a_reload_swaps_the_whole_set_at_once() {
     let auth = authority();
-    let (gate, minter, _) = gate_with(Arc::new(CedarPolicy::default_set()), GateSettings::default());
+    let (gate, minter, _) = gate_with(
+        Arc::new(CedarPolicy::default_set()),
+        GateSettings::default(),
+    );
     let echo = || intent(&auth, "echo", EffectClass::ReadOnly, json!(1));
     assert!(gate.check(echo(), &minter).is_ok());
-    gate.replace_policy(Arc::new(CedarPolicy::new(PolicyEngine::empty(), Zone::Sandbox)));
+    gate.replace_policy(Arc::new(CedarPolicy::new(
+        PolicyEngine::empty(),
+        Zone::Sandbox,
+    )));
     assert!(gate.check(echo(), &minter).is_err());
 }

@@ -318,6 +318,9 @@ impl NodeAgentState {
                         request.method()
                     )
                 };
+                // The message says what to do; the policy's generic remedy
+                // (add a permit) is not it.
+                denial.remedy = None;
             }
             return CallFailure::Denied(denial).answer(reply);
         }

@@ -118,6 +118,7 @@ impl Node {
             bus.take_authority(s.identity.peer_id(), s.operators.iter().copied())?
                 .with_trusted(pinned),
         );
+        s.gate.publish_metrics();
         let services = Arc::new(Services::new(
             authority,
             s.gate.clone(),

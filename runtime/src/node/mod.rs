@@ -430,6 +430,26 @@ fn describe_metrics() {
         "mxp_agents",
         "Agents by status: lifecycle state for hosted agents, remote_online/remote_offline for the mesh"
     );
+    describe_counter!(
+        "mxp_policy_decisions_total",
+        "Gate decisions by decision (allow, deny, require_approval) and effect class"
+    );
+    describe_gauge!(
+        "mxp_approvals_pending",
+        "Approvals waiting for an operator's decision"
+    );
+    describe_counter!(
+        "mxp_approval_votes_total",
+        "Approval votes recorded, by vote (approve, deny)"
+    );
+    describe_gauge!(
+        "mxp_kill_switch",
+        "1 while the kill switch is on (every external write denied), else 0"
+    );
+    describe_counter!(
+        "mxp_policy_reloads_total",
+        "policy.reload requests by outcome (ok, invalid: the old set stays)"
+    );
 }
 
 /// Starts a node from prepared settings.
@@ -443,7 +463,7 @@ pub async fn start(prepared: Prepared) -> Result<Node, RunError> {
     if prepared.accept_any_peer {
         tracing::warn!(
             listen = %prepared.settings.listen,
-            "node.accept_any_peer = true: any client with a certificate it made itself can connect and call this node's agents (read-only tools only; control needs an operator). Pin peers with node.trusted_peers and set node.accept_any_peer = false before listening beyond loopback"
+            "node.accept_any_peer = true: any client with a certificate it made itself can connect and call this node's agents (as the policy set allows; the embedded one: read-only tools only, control for operators). Pin peers with node.trusted_peers and set node.accept_any_peer = false before listening beyond loopback"
         );
     }
     Ok(Node::start(prepared.settings).await?)
