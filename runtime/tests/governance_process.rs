@@ -49,10 +49,12 @@ when { context.effect == };
 "#;
 const BROKEN_AT: &str = "broken.cedar:3:26: ";
 
-/// Well-formed, but `Mxp::Ghost` is not an entity type of the schema.
+/// Well-formed, but `Mxp::Ghost` (line 2, column 22) is not an entity type
+/// of the schema.
 const GHOST: &str = r#"@id("test.ghost")
 permit (principal is Mxp::Ghost, action == Mxp::Action::"tool:echo", resource);
 "#;
+const GHOST_AT: &str = "ghost.cedar:2:22: ";
 
 // ---------------------------------------------------------------- files
 
@@ -494,10 +496,18 @@ fn approval_survives_restarts_binds_one_intent_and_is_used_once() {
     // So is the same Call in another session.
     let elsewhere = approval_of(echo(&caller, &node.agent, &session(0x77), &args));
     assert_ne!(elsewhere, id);
-    // And the same Call from another caller.
+    // Another caller cannot even ask in this session: it is the caller's.
     let stranger = NodeIdentity::generate().unwrap();
-    let theirs = approval_of(echo(&stranger, &node.agent, &s, &args));
-    assert_ne!(theirs, id);
+    match echo(&stranger, &node.agent, &s, &args) {
+        Err(CallError::Remote { code, message, .. }) => {
+            assert_eq!(code.name(), "denied", "{message}");
+            assert!(
+                message.contains("belongs to another principal"),
+                "{message}"
+            );
+        }
+        other => panic!("another caller in the session: {other:?}"),
+    }
     assert_eq!(show(root, &operator, &node.url, &id)["state"], "approved");
 
     // The approved intent runs, once.
@@ -691,7 +701,7 @@ fn policy_check_counts_a_valid_set_and_locates_errors() {
     assert!(
         run.stderr
             .lines()
-            .any(|l| l.contains("ghost.cedar:2:") && l.contains("Ghost")),
+            .any(|l| l.contains(GHOST_AT) && l.contains("unrecognized entity type `Mxp::Ghost`")),
         "the unknown entity type is not located in ghost.cedar: {run:?}"
     );
 }
@@ -803,7 +813,7 @@ fn policy_reload_swaps_a_valid_set_and_keeps_the_old_one_on_error() {
     std::fs::write(dir.join("ghost.cedar"), GHOST).unwrap();
     let run = mxp_as(root, &operator, &["policy", "reload", &node.url]);
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("ghost.cedar:2:"), "{run:?}");
+    assert!(run.stderr.contains(GHOST_AT), "{run:?}");
     assert_eq!(echo(&caller, &node.agent, &s, &args).unwrap(), args);
     node.stop();
 }
