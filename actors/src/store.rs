@@ -1,18 +1,23 @@
-//! The node's durable store: the kill switch and approvals (and, with the
-//! audit issue, the audit log), behind one storage trait ([`Engine`]) so
-//! the engine can change without touching its users.
+//! The node's durable store: the kill switch, approvals and the audit log
+//! ([`AuditLog`]), behind one storage trait ([`Engine`]) so the engine can
+//! change without touching its users.
 //!
 //! [`SledEngine`] is the engine today (sled 0.34, the design card's choice).
 //! Every write is flushed to disk before it returns: a state change the
-//! node acknowledged survives a crash.
+//! node acknowledged survives a crash. actors/tests/audit_crash.rs holds the
+//! engine to that by killing a writer process with SIGKILL at random moments.
 
+mod audit_log;
 mod sled_engine;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use mxp_governance::approval::Approval;
+use mxp_governance::audit::AppendError;
 
+pub use audit_log::{AuditLog, AuditViolation, seq_key, seq_of_key};
 pub use sled_engine::SledEngine;
 
 /// Why the store failed.
@@ -39,6 +44,40 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// An [`AuditLog`] over this store is already open: the log has one
+    /// writer, or two would hand out the same sequence numbers.
+    #[error("store {path}: the audit log is already open")]
+    AuditBusy {
+        /// The store's folder.
+        path: String,
+    },
+    /// An audit record is not what the chain requires.
+    #[error("store {path}: audit record {seq}: {violation}")]
+    AuditCorrupt {
+        /// The store's folder.
+        path: String,
+        /// The sequence number of the first bad (or missing) record.
+        seq: u64,
+        /// What is wrong with it.
+        violation: AuditViolation,
+    },
+    /// An event was refused before anything was written (over the record
+    /// limits, or the sequence numbers are exhausted); the batch was not
+    /// written.
+    #[error("store {path}: audit event refused: {source}")]
+    AuditRefused {
+        /// The store's folder.
+        path: String,
+        /// Why.
+        source: AppendError,
+    },
+    /// An earlier audit write failed and may or may not have landed, so the
+    /// next sequence number is unknown: reopen the [`AuditLog`].
+    #[error("store {path}: an earlier audit write failed; reopen the audit log")]
+    AuditPoisoned {
+        /// The store's folder.
+        path: String,
+    },
 }
 
 /// The named key spaces.
@@ -48,6 +87,8 @@ pub enum Tree {
     State,
     /// Approvals by id.
     Approvals,
+    /// Audit records by big-endian sequence number ([`seq_key`]).
+    Audit,
 }
 
 impl Tree {
@@ -56,12 +97,16 @@ impl Tree {
         match self {
             Tree::State => "state",
             Tree::Approvals => "approvals",
+            Tree::Audit => "audit",
         }
     }
 }
 
+/// One `(key, value)` of a tree.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Every `(key, value)` of a tree, in key order.
-pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Records = Vec<Entry>;
 
 /// A key-value engine: durable writes, ordered scans.
 pub trait Engine: Send + Sync + 'static {
@@ -80,11 +125,30 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Engine`].
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+    /// Sets every `(key, value)` of `entries` atomically (after a crash
+    /// either all of them are there or none is) and makes them durable
+    /// before returning: one durable write for the lot (group commit).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`]; the batch may or may not have happened (but
+    /// not in part).
+    fn put_batch(&self, tree: Tree, entries: &[Entry]) -> Result<(), StoreError>;
     /// Every `(key, value)` of `tree`, in key order.
     ///
     /// # Errors
     /// [`StoreError::Engine`].
     fn scan(&self, tree: Tree) -> Result<Records, StoreError>;
+    /// Up to `limit` `(key, value)` of `tree` from `from` on (inclusive),
+    /// in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`].
+    fn range(&self, tree: Tree, from: &[u8], limit: usize) -> Result<Records, StoreError>;
+    /// The `(key, value)` with the highest key in `tree`, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`].
+    fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError>;
     /// Where it lives, for messages.
     fn path(&self) -> &str;
 }
@@ -94,6 +158,8 @@ const KILL_SWITCH: &[u8] = b"kill_switch";
 /// The node's store: typed records over an [`Engine`].
 pub struct Store {
     engine: Box<dyn Engine>,
+    /// Whether an [`AuditLog`] holds the audit tree (one writer at a time).
+    audit_open: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,7 +173,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// The store over `engine`.
     pub fn new(engine: Box<dyn Engine>) -> Store {
-        Store { engine }
+        Store {
+            engine,
+            audit_open: AtomicBool::new(false),
+        }
     }
 
     /// Opens (creating) the sled store in `dir`.

@@ -1,15 +1,43 @@
 //! The sled engine.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use super::{Engine, Records, StoreError, Tree};
+use super::{Engine, Entry, Records, StoreError, Tree};
+
+/// How long [`SledEngine::open`] waits for sled's file lock.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens sled in `dir`, retrying for up to [`LOCK_WAIT`] while its file lock
+/// is held. sled releases the lock only once its background threads are
+/// done with the files, a moment after the last handle of a database is
+/// dropped, so a store closed and reopened at once (a restart in the same
+/// process, or a process started right after one closed the store) would
+/// otherwise be refused. A store another opener keeps is still refused.
+fn open_waiting_for_lock(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            // sled names the lock only in its message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// sled 0.34: one database folder, one sled tree per [`Tree`]; every write
-/// is followed by `flush` (fsync) before it returns.
+/// is followed by `flush` (fsync) before it returns. A batch is one
+/// `sled::Batch` (atomic, also across a crash) and one flush.
 pub struct SledEngine {
     db: sled::Db,
     state: sled::Tree,
     approvals: sled::Tree,
+    audit: sled::Tree,
     path: String,
 }
 
@@ -24,13 +52,15 @@ impl SledEngine {
             path: path.clone(),
             reason: e.to_string(),
         };
-        let db = sled::Config::new().path(dir).open().map_err(err)?;
+        let db = open_waiting_for_lock(dir).map_err(err)?;
         let state = db.open_tree(Tree::State.name()).map_err(err)?;
         let approvals = db.open_tree(Tree::Approvals.name()).map_err(err)?;
+        let audit = db.open_tree(Tree::Audit.name()).map_err(err)?;
         Ok(SledEngine {
             db,
             state,
             approvals,
+            audit,
             path,
         })
     }
@@ -39,6 +69,7 @@ impl SledEngine {
         match tree {
             Tree::State => &self.state,
             Tree::Approvals => &self.approvals,
+            Tree::Audit => &self.audit,
         }
     }
 
@@ -51,6 +82,15 @@ impl SledEngine {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    fn collect(&self, iter: sled::Iter, limit: usize) -> Result<Records, StoreError> {
+        iter.take(limit)
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
     }
 }
 
@@ -74,14 +114,33 @@ impl Engine for SledEngine {
         self.flush()
     }
 
-    fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
+    fn put_batch(&self, tree: Tree, entries: &[Entry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
         self.tree(tree)
-            .iter()
-            .map(|r| {
-                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(|e| self.err(e))
-            })
-            .collect()
+            .apply_batch(batch)
+            .map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
+        self.collect(self.tree(tree).iter(), usize::MAX)
+    }
+
+    fn range(&self, tree: Tree, from: &[u8], limit: usize) -> Result<Records, StoreError> {
+        self.collect(self.tree(tree).range(from..), limit)
+    }
+
+    fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError> {
+        self.tree(tree)
+            .last()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .map_err(|e| self.err(e))
     }
 
     fn path(&self) -> &str {
