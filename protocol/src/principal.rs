@@ -37,11 +37,19 @@ impl Fingerprint {
 }
 
 impl fmt::Display for Fingerprint {
+    /// 64 lowercase hex digits, written at once (policy requests format
+    /// principals on every decision).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            if let [hi, lo] = pair {
+                *hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
+                *lo = HEX.get(usize::from(b & 0x0f)).copied().unwrap_or(b'0');
+            }
         }
-        Ok(())
+        // Only ASCII hex digits were written.
+        f.write_str(std::str::from_utf8(&out).unwrap_or_default())
     }
 }
 

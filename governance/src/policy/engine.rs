@@ -1,9 +1,9 @@
 //! The engine: the validated set, its per-action index, and decisions.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
@@ -15,6 +15,28 @@ use super::error::{PolicyLoadError, RequestError};
 use super::load::{self, ApprovalRequirement, Summary, index_keys};
 use super::request::{Request, Resource};
 use super::schema::{ACTION_GROUPS, DEFAULT_FILES};
+
+/// An action id and the uids of the entities a request adds.
+type EntityKey = (String, Vec<EntityUid>);
+
+/// Cached entity sets per engine, at most.
+const ENTITY_CACHE: usize = 4096;
+
+/// The entities of one request: the action's own, or a shared cached set.
+enum Ents<'a> {
+    Borrowed(&'a Entities),
+    Shared(Arc<Entities>),
+}
+
+impl std::ops::Deref for Ents<'_> {
+    type Target = Entities;
+    fn deref(&self) -> &Entities {
+        match self {
+            Ents::Borrowed(e) => e,
+            Ents::Shared(e) => e,
+        }
+    }
+}
 
 /// What the engine decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,6 +148,9 @@ pub struct PolicyEngine {
     approvals: HashMap<PolicyId, ApprovalRequirement>,
     /// Per action id: the action entity with its ancestors.
     action_entities: HashMap<String, Entities>,
+    /// Entities per (action, extra entities), built once (bounded by
+    /// [`ENTITY_CACHE`]; cleared when full).
+    entity_cache: Mutex<HashMap<EntityKey, Arc<Entities>>>,
     /// `None` only in the schema-less last-resort empty engine.
     types: Option<Types>,
     authorizer: Authorizer,
@@ -217,6 +242,7 @@ impl PolicyEngine {
             unconstrained: empty_group(),
             approvals: HashMap::new(),
             action_entities: HashMap::new(),
+            entity_cache: Mutex::new(HashMap::new()),
             types: None,
             authorizer: Authorizer::new(),
             summary: Summary::default(),
@@ -294,6 +320,7 @@ impl PolicyEngine {
             unconstrained: unconstrained_group,
             approvals: loaded.approvals,
             action_entities,
+            entity_cache: Mutex::new(HashMap::new()),
             types: Some(types),
             authorizer: Authorizer::new(),
             summary,
@@ -332,13 +359,13 @@ impl PolicyEngine {
         req: &Request,
     ) -> Result<(cedar_policy::Request, Entities), RequestError> {
         let (request, entities) = self.cedar_inputs(req)?;
-        Ok((request, entities.into_owned()))
+        Ok((request, Entities::clone(&entities)))
     }
 
     fn cedar_inputs(
         &self,
         req: &Request,
-    ) -> Result<(cedar_policy::Request, Cow<'_, Entities>), RequestError> {
+    ) -> Result<(cedar_policy::Request, Ents<'_>), RequestError> {
         let t = self
             .types
             .as_ref()
@@ -414,13 +441,31 @@ impl PolicyEngine {
 
         let action_id = req.action.as_str();
         let action = Types::uid(&t.action, action_id);
-        let entities: Cow<'_, Entities> = match self.action_entities.get(action_id) {
-            Some(base) if extra.is_empty() => Cow::Borrowed(base),
-            Some(base) => Cow::Owned(
-                base.clone()
-                    .add_entities(extra, None)
-                    .map_err(|e| RequestError::Entities(e.to_string()))?,
-            ),
+        let base = self.action_entities.get(action_id);
+        if let (Some(base), true) = (base, extra.is_empty()) {
+            return self.finish_inputs(req, principal, action, resource, Ents::Borrowed(base));
+        }
+        // Building entities computes Cedar's transitive closure: keep the
+        // result per (action, extra entities), which a node repeats for
+        // every Call of one agent or path.
+        let key = (
+            action_id.to_owned(),
+            extra.iter().map(|e| e.uid()).collect::<Vec<_>>(),
+        );
+        if let Some(hit) = self
+            .entity_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+        {
+            return self.finish_inputs(req, principal, action, resource, Ents::Shared(hit));
+        }
+        let entities: Entities = match base {
+            Some(base) => base
+                .clone()
+                .add_entities(extra, None)
+                .map_err(|e| RequestError::Entities(e.to_string()))?,
             None => {
                 // An action the schema does not declare: a tool no policy
                 // names is still in the `tool` group.
@@ -431,13 +476,29 @@ impl PolicyEngine {
                     ));
                     extra.push(Entity::new_no_attrs(t.tool_group.clone(), HashSet::new()));
                 }
-                Cow::Owned(
-                    Entities::from_entities(extra, None)
-                        .map_err(|e| RequestError::Entities(e.to_string()))?,
-                )
+                Entities::from_entities(extra, None)
+                    .map_err(|e| RequestError::Entities(e.to_string()))?
             }
         };
+        let entities = Arc::new(entities);
+        {
+            let mut cache = self.entity_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= ENTITY_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, entities.clone());
+        }
+        self.finish_inputs(req, principal, action, resource, Ents::Shared(entities))
+    }
 
+    fn finish_inputs<'a>(
+        &'a self,
+        req: &Request,
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        entities: Ents<'a>,
+    ) -> Result<(cedar_policy::Request, Ents<'a>), RequestError> {
         let ctx = &req.context;
         let approvers = ctx
             .approvers
