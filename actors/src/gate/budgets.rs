@@ -12,6 +12,13 @@ use super::GateSettings;
 /// The node's budget book.
 pub struct Budgets {
     book: Mutex<BudgetBook>,
+    /// Whether any limit is set: with none, nothing is tracked (so Calls
+    /// that each start a session cannot fill the book).
+    enabled: bool,
+}
+
+fn unlimited(l: &mxp_governance::budget::BudgetLimits) -> bool {
+    l.calls.is_none() && l.bytes.is_none() && l.wall_ms.is_none() && l.fuel.is_none()
 }
 
 impl std::fmt::Debug for Budgets {
@@ -32,6 +39,7 @@ pub(crate) fn arg_bytes(args: &Value) -> u64 {
 impl Budgets {
     pub(crate) fn new(settings: &GateSettings) -> Budgets {
         Budgets {
+            enabled: !(unlimited(&settings.agent_budget) && unlimited(&settings.session_budget)),
             book: Mutex::new(BudgetBook::new(
                 settings.agent_budget,
                 settings.session_budget,
@@ -46,6 +54,9 @@ impl Budgets {
 
     /// Tool calls spent in the session's window (Cedar's `budget_spent`).
     pub fn spent(&self, agent: AgentId, session: &SessionId, now_ms: u64) -> u64 {
+        if !self.enabled {
+            return 0;
+        }
         self.book().spent(agent, session, now_ms)
     }
 
@@ -60,6 +71,9 @@ impl Budgets {
         bytes: u64,
         now_ms: u64,
     ) -> Result<(), BudgetError> {
+        if !self.enabled {
+            return Ok(());
+        }
         self.book().admit(agent, session, bytes, now_ms)
     }
 
@@ -73,6 +87,9 @@ impl Budgets {
         fuel: u64,
         now_ms: u64,
     ) {
+        if !self.enabled {
+            return;
+        }
         self.book()
             .record(agent, session, output_bytes, wall_ms, fuel, now_ms);
     }

@@ -303,3 +303,18 @@ fn a_reload_swaps_the_whole_set_at_once() {
     )));
     assert!(gate.check(echo(), &minter).is_err());
 }
+
+#[test]
+fn without_limits_no_budget_is_tracked_so_fresh_sessions_cannot_fill_it() {
+    let auth = authority();
+    let settings = GateSettings {
+        max_budget_entries: 2,
+        ..GateSettings::default()
+    };
+    let (gate, minter, _) = gate_with(Arc::new(AllowAll), settings);
+    for i in 0..100 {
+        let mut it = intent(&auth, "echo", EffectClass::ReadOnly, json!(i));
+        it.session = Some(format!("s-{i}").parse().unwrap());
+        assert!(gate.check(it, &minter).is_ok(), "call {i}");
+    }
+}
