@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod audit;
 pub mod error;
 pub mod gate;
 mod hooks;

@@ -8,6 +8,7 @@ use mxp_protocol::SessionId;
 use mxp_transport::{NodeAuthority, Principal};
 use ring::rand::SecureRandom;
 
+use crate::audit::Auditor;
 use crate::error::CallFailure;
 use crate::gate::{Allowed, Denial, Enforcer, Gate, Intent, Minter, Refusal, keys};
 use crate::session::{SessionError, SessionTable};
@@ -25,6 +26,7 @@ pub struct Services {
     gate: Gate,
     minter: Minter,
     enforcer: Enforcer,
+    auditor: Auditor,
     sessions: Mutex<Sessions>,
     rng: ring::rand::SystemRandom,
 }
@@ -69,6 +71,7 @@ impl Services {
             gate,
             minter,
             enforcer,
+            auditor: Auditor::off(),
             sessions: Mutex::new(Sessions {
                 table: SessionTable::new(
                     max_sessions,
@@ -124,6 +127,18 @@ impl Services {
                 })),
             }),
         }
+    }
+
+    /// These services, recording governed steps with `auditor`.
+    #[must_use]
+    pub fn with_auditor(mut self, auditor: Auditor) -> Services {
+        self.auditor = auditor;
+        self
+    }
+
+    /// The audit writer.
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
     }
 
     /// The enforcing component that verifies tokens before tools run.

@@ -85,7 +85,10 @@ async fn the_mesh_kill_switch_reaches_nodes_that_accept_this_node_as_operator() 
     let r = set(&client, &a, true, true).await;
     assert_eq!(r["on"], json!(true));
     assert_eq!(r["applied"], json!(false), "C refused: {r}");
-    assert_eq!(r["confirmed"], json!([AgentId::from_bytes([1; 16]).to_string()]));
+    assert_eq!(
+        r["confirmed"],
+        json!([AgentId::from_bytes([1; 16]).to_string()])
+    );
     assert_eq!(r["nodes_confirmed"], json!([b.url().to_string()]), "{r}");
     let refused = r["nodes_unconfirmed"].as_array().unwrap();
     assert_eq!(refused.len(), 1, "{r}");

@@ -62,6 +62,8 @@ async fn start(agents: Vec<AgentSpec>, operators: Vec<PeerId>) -> Node {
         gate: mxp_actors::Gate::default(),
         policy_source: Default::default(),
         zone: mxp_actors::gate::Zone::Sandbox,
+        audit: Default::default(),
+        config_digest: None,
         max_sessions: 1024,
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,

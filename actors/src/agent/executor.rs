@@ -31,6 +31,9 @@ use crate::planner::{PlanError, Planner};
 use crate::services::Services;
 use crate::tool::{EffectClass, ToolContext, ToolError, ToolRegistry};
 use mxp_governance::token::args::args_digest;
+use serde_json::json;
+
+use crate::audit;
 
 /// Messages to an executor.
 pub(crate) enum ExecMsg {
@@ -339,6 +342,7 @@ async fn drive(
                 tool: step.tool.clone(),
                 reason,
             })?;
+        let step_tool = step.tool.clone();
         let intent = Intent {
             principal: *principal,
             agent: env.shared.id,
@@ -353,16 +357,75 @@ async fn drive(
         // The enforcing side computes the digest of the arguments it will
         // act on itself, and verifies the token against them.
         let digest = args_digest(&allowed.intent().args);
-        let grant = env
-            .services
-            .enforcer()
-            .grant(&allowed, &digest, &env.shared.effects, now_unix_ms())
-            .map_err(CallFailure::Enforce)?;
+        let granted =
+            env.services
+                .enforcer()
+                .grant(&allowed, &digest, &env.shared.effects, now_unix_ms());
+        // The decision, the mint and the verification are durable before
+        // the tool may act.
+        let auditor = env.services.auditor();
+        if auditor.is_on() {
+            let a = allowed.intent();
+            let who = a.principal.id();
+            let (kind, data) = audit::decision(
+                audit::PolicyEffect::Allow,
+                allowed.reasons(),
+                &a.tool,
+                &a.agent,
+            );
+            let verified = match &granted {
+                Ok(_) => json!({ "tool": a.tool }),
+                Err(e) => json!({ "tool": a.tool, "refused": e.to_string() }),
+            };
+            auditor
+                .record(vec![
+                    audit::event(kind, data, Some(who), Some(session), trace_id),
+                    audit::event(
+                        audit::EventKind::TokenMint,
+                        json!({ "tool": a.tool, "args_digest": digest.to_string() }),
+                        Some(who),
+                        Some(session),
+                        trace_id,
+                    ),
+                    audit::event(
+                        audit::EventKind::TokenVerification {
+                            accepted: granted.is_ok(),
+                        },
+                        verified,
+                        Some(who),
+                        Some(session),
+                        trace_id,
+                    ),
+                ])
+                .await
+                .map_err(|e| CallFailure::Internal(e.to_string()))?;
+        }
+        let grant = granted.map_err(CallFailure::Enforce)?;
         let status = || env.shared.status();
         let ctx = ToolContext::new(env.shared.id, principal, session, &status);
         let started = std::time::Instant::now();
-        let output = tool.execute(&ctx, grant).await?;
+        let executed = tool.execute(&ctx, grant).await;
         drop(allowed);
+        if auditor.is_on() {
+            let (outcome, bytes) = match &executed {
+                Ok(v) => (
+                    audit::ToolOutcome::Landed,
+                    serde_json::to_vec(v).unwrap_or_default(),
+                ),
+                Err(e) => (audit::ToolOutcome::Failed, e.to_string().into_bytes()),
+            };
+            auditor
+                .record(vec![audit::event(
+                    audit::execution(outcome, &bytes),
+                    json!({ "tool": step_tool }),
+                    Some(principal.id()),
+                    Some(session),
+                    trace_id,
+                )])
+                .await
+                .map_err(|e| CallFailure::Internal(e.to_string()))?;
+        }
+        let output = executed?;
         let wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         env.services.gate().budgets().record(
             env.shared.id,
@@ -384,13 +447,54 @@ async fn decide(env: &RunEnv, intent: Intent) -> Result<Allowed, CallFailure> {
     // At most: ask, wait, ask again (approved now). A bound, not a loop
     // an approval race could keep spinning.
     for _ in 0..3 {
+        let (who, session, trace) = (
+            *intent.principal.id(),
+            intent.session.clone(),
+            intent.trace_id,
+        );
+        let (tool, agent) = (intent.tool.clone(), intent.agent);
         match env.services.check(intent) {
             Ok(allowed) => return Ok(allowed),
-            Err(Refusal::Denied(d)) => return Err(CallFailure::Denied(d)),
+            Err(Refusal::Denied(d)) => {
+                let (kind, data) =
+                    audit::decision(audit::PolicyEffect::Deny, &d.reasons, &tool, &agent);
+                env.services
+                    .auditor()
+                    .record(vec![audit::event(
+                        kind,
+                        data,
+                        Some(&who),
+                        session.as_ref(),
+                        trace,
+                    )])
+                    .await
+                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
+                return Err(CallFailure::Denied(d));
+            }
             Err(Refusal::NeedsApproval {
                 pending,
                 intent: back,
             }) => {
+                let (kind, data) = audit::decision(
+                    audit::PolicyEffect::RequireApproval,
+                    &pending.reasons,
+                    &tool,
+                    &agent,
+                );
+                env.services
+                    .auditor()
+                    .record(vec![
+                        audit::event(kind, data, Some(&who), session.as_ref(), trace),
+                        audit::event(
+                            audit::EventKind::ApprovalRequest,
+                            json!({ "approval": pending.id.to_string(), "tool": tool }),
+                            Some(&who),
+                            session.as_ref(),
+                            trace,
+                        ),
+                    ])
+                    .await
+                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
                 let wait = env.services.gate().settings().approval_wait;
                 match env
                     .services

@@ -248,6 +248,20 @@ impl Actor for AgentSupervisor {
                 };
                 st.shared.restarts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("mxp_actor_restarts_total", "actor" => which).increment(1);
+                let why = err.to_string();
+                st.services
+                    .auditor()
+                    .record_detached(vec![crate::audit::event(
+                        crate::audit::EventKind::ActorRestart,
+                        serde_json::json!({
+                            "agent": st.shared.id.to_string(),
+                            "actor": which,
+                            "reason": why.chars().take(512).collect::<String>(),
+                        }),
+                        None,
+                        None,
+                        0,
+                    )]);
                 if !AgentSupervisor::allow_restart(st) {
                     error!(agent = %st.shared.id, actor = which, "{which} crashed: {err}; restart limit of {} in {} ms exceeded, stopping the agent", st.policy.max_restarts, st.policy.restart_window_ms);
                     st.shared.set_state(LifecycleState::Terminated);

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::control::ControlRequest;
 use super::{Hosted, NodeStatus, forward, mesh};
 use crate::AgentMsg;
+use crate::audit;
 use crate::error::CallFailure;
 use crate::gate::{OPERATOR_REMEDY, PolicySource, Zone};
 use crate::registry::RegistryTable;
@@ -303,7 +304,20 @@ impl NodeAgentState {
             Err(f) => return f.answer(reply),
         };
         let intent = request.intent(principal, frame.trace_id(), frame.message_id());
-        if let Err(mut denial) = self.services.check_now(intent) {
+        let checked = self.services.check_now(intent);
+        let (effect, reasons) = match &checked {
+            Ok(a) => (audit::PolicyEffect::Allow, a.reasons().to_vec()),
+            Err(d) => (audit::PolicyEffect::Deny, d.reasons.clone()),
+        };
+        let (kind, data) = audit::decision(effect, &reasons, request.method(), &NODE_AGENT);
+        self.services.auditor().record_detached(vec![audit::event(
+            kind,
+            data,
+            Some(principal.id()),
+            None,
+            frame.trace_id(),
+        )]);
+        if let Err(mut denial) = checked {
             if denial.effect == EffectClass::Control
                 && principal.kind() != mxp_protocol::PrincipalKind::Operator
             {
@@ -328,6 +342,11 @@ impl NodeAgentState {
             ControlRequest::PolicyReload => self.policy_reload(principal, reply),
             ControlRequest::KillSwitch { on, mesh } => self.kill_switch(on, mesh, principal, reply),
             ControlRequest::ApprovalsList { id } => self.approvals_list(id, reply),
+            ControlRequest::AuditRead {
+                from,
+                limit,
+                verify,
+            } => self.audit_read(from, limit, verify, reply),
             ControlRequest::ApprovalsDecide { id, approve } => {
                 self.approvals_decide(id, approve, principal, reply);
             }
@@ -345,6 +364,7 @@ impl NodeAgentState {
                     }
                     return CallFailure::UnknownAgent(agent).answer(reply);
                 };
+                let auditor = self.services.auditor().clone();
                 tokio::spawn(async move {
                     match h
                         .actor
@@ -356,7 +376,22 @@ impl NodeAgentState {
                     {
                         Ok(ractor::rpc::CallResult::Success(Ok(state))) => {
                             info!(agent = %agent, %transition, %state, by = %principal, "operator changed agent lifecycle");
-                            respond(reply, json!({ "agent_id": agent, "state": state }));
+                            let recorded = auditor
+                                .record(vec![audit::event(
+                                    audit::EventKind::LifecycleChange,
+                                    json!({ "agent": agent.to_string(), "transition": transition.to_string(), "state": state.to_string() }),
+                                    Some(principal.id()),
+                                    None,
+                                    0,
+                                )])
+                                .await;
+                            match recorded {
+                                Ok(_) => respond(reply, json!({ "agent_id": agent, "state": state })),
+                                Err(e) => CallFailure::Internal(format!(
+                                    "the agent is {state}, but the audit log could not record it: {e}"
+                                ))
+                                .answer(reply),
+                            }
                         }
                         Ok(ractor::rpc::CallResult::Success(Err(f))) => f.answer(reply),
                         _ => CallFailure::Restarting("the agent's supervisor").answer(reply),

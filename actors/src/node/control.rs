@@ -17,7 +17,7 @@ use crate::gate::Intent;
 use crate::tool::EffectClass;
 
 /// The control methods, for error messages.
-pub const METHODS: &str = "node.status, agents.list, agent.suspend, agent.resume, agent.retire, policy.reload, killswitch.set, approvals.list, approvals.decide";
+pub const METHODS: &str = "node.status, agents.list, agent.suspend, agent.resume, agent.retire, policy.reload, killswitch.set, approvals.list, approvals.decide, audit.read";
 
 /// A parsed control Call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,15 @@ pub enum ControlRequest {
     ApprovalsList {
         /// One approval, or all.
         id: Option<ApprovalId>,
+    },
+    /// `audit.read` `{"from": seq, "limit": n}` or `{"verify": true}`.
+    AuditRead {
+        /// The first sequence number.
+        from: u64,
+        /// Records at most.
+        limit: usize,
+        /// Verify the whole chain instead of reading.
+        verify: bool,
     },
     /// `approvals.decide` `{"id": "ap-…", "approve": bool}`.
     ApprovalsDecide {
@@ -103,6 +112,29 @@ impl ControlRequest {
             "approvals.list" => {
                 return Ok(ControlRequest::ApprovalsList { id: approval_id()? });
             }
+            "audit.read" => {
+                let from = match body.params.get("from") {
+                    None | Some(Value::Null) => 0,
+                    Some(v) => v.as_u64().ok_or_else(|| {
+                        invalid("{\"from\": <sequence number>, \"limit\": 1..1000}")
+                    })?,
+                };
+                let limit = match body.params.get("limit") {
+                    None | Some(Value::Null) => 100,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| {
+                            invalid("{\"from\": <sequence number>, \"limit\": 1..1000}")
+                        })? as usize,
+                };
+                let verify = flag("verify")?.unwrap_or(false);
+                return Ok(ControlRequest::AuditRead {
+                    from,
+                    limit,
+                    verify,
+                });
+            }
             "approvals.decide" => {
                 let id = approval_id()?
                     .ok_or_else(|| invalid("{\"id\": \"ap-…\", \"approve\": true|false}"))?;
@@ -142,6 +174,7 @@ impl ControlRequest {
             ControlRequest::PolicyReload => "policy.reload",
             ControlRequest::KillSwitch { .. } => "killswitch.set",
             ControlRequest::ApprovalsList { .. } => "approvals.list",
+            ControlRequest::AuditRead { .. } => "audit.read",
             ControlRequest::ApprovalsDecide { .. } => "approvals.decide",
             ControlRequest::Lifecycle { transition, .. } => match transition {
                 Transition::Suspend => "agent.suspend",
@@ -167,6 +200,14 @@ impl ControlRequest {
             ControlRequest::ApprovalsList { id } => (
                 EffectClass::ReadOnly,
                 json!({ "id": id.map_or_else(|| "*".to_owned(), |i| i.to_string()) }),
+            ),
+            ControlRequest::AuditRead {
+                from,
+                limit,
+                verify,
+            } => (
+                EffectClass::ReadOnly,
+                json!({ "from": from, "limit": limit, "verify": verify }),
             ),
             ControlRequest::ApprovalsDecide { id, approve } => (
                 EffectClass::Control,

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::agent::NodeAgentState;
 use crate::AgentMsg;
+use crate::audit;
 use crate::error::CallFailure;
 use crate::gate::{CedarPolicy, PolicySource, now_unix_ms, remedy_json};
 
@@ -54,9 +55,21 @@ impl NodeAgentState {
         let zone = self.zone;
         let services = self.services.clone();
         // Reading and validating files is blocking work: off the actor.
+        let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || match source.load() {
             Ok(engine) => {
                 let policies = engine.summary().policies;
+                let recorded = rt.block_on(services.auditor().record(vec![audit::event(
+                    audit::EventKind::PolicyReload,
+                    json!({ "policies": policies, "source": source.to_string() }),
+                    Some(principal.id()),
+                    None,
+                    0,
+                )]));
+                if let Err(e) = recorded {
+                    return CallFailure::Internal(format!("the reload was not applied: {e}"))
+                        .answer(reply);
+                }
                 services
                     .gate()
                     .replace_policy(std::sync::Arc::new(CedarPolicy::new(engine, zone)));
@@ -93,7 +106,26 @@ impl NodeAgentState {
             .collect();
         let nodes: Vec<String> = if mesh { self.dialer.all() } else { Vec::new() };
         let client = self.client.clone();
+        let auditor = self.services.auditor().clone();
         tokio::spawn(async move {
+            let recorded = auditor
+                .record(vec![audit::event(
+                    audit::EventKind::KillSwitch { engaged: on },
+                    json!({ "mesh": mesh }),
+                    Some(principal.id()),
+                    None,
+                    0,
+                )])
+                .await;
+            if let Err(e) = recorded {
+                // The switch is applied (safety first) but the answer says
+                // the record is missing.
+                return CallFailure::Internal(format!(
+                    "the kill switch is {}, but the audit log could not record it: {e}",
+                    if on { "on" } else { "off" }
+                ))
+                .answer(reply);
+            }
             let confirmations = agents.into_iter().map(|(id, actor)| async move {
                 // Releasing needs no confirmation: nothing must stop.
                 if !on {
@@ -171,6 +203,36 @@ impl NodeAgentState {
         }
     }
 
+    /// `audit.read`: a page of records (`{"records": [...], "next_seq"}`,
+    /// each record its event as JSON plus its hashes), or, with `verify`,
+    /// the whole chain verified (`{"verified": n, "root": hex}`) or the
+    /// first bad record named.
+    pub(super) fn audit_read(&self, from: u64, limit: usize, verify: bool, reply: Reply) {
+        let auditor = self.services.auditor().clone();
+        tokio::spawn(async move {
+            if verify {
+                match auditor.verify().await {
+                    Ok(v) => {
+                        let _ = reply.ok(json!({
+                            "verified": v.count(),
+                            "head": hex32(&v.end.last_hash),
+                            "root": v.tree.map(|t| hex32(&t.root)),
+                        }));
+                    }
+                    Err(e) => CallFailure::Internal(e.to_string()).answer(reply),
+                }
+                return;
+            }
+            match auditor.read(from, limit).await {
+                Ok((records, head)) => {
+                    let records: Vec<Value> = records.iter().map(audit::record_json).collect();
+                    let _ = reply.ok(json!({ "records": records, "next_seq": head.next_seq }));
+                }
+                Err(e) => CallFailure::InvalidPayload(e.to_string()).answer(reply),
+            }
+        });
+    }
+
     /// `approvals.decide`: records an operator's vote.
     pub(super) fn approvals_decide(
         &self,
@@ -189,7 +251,28 @@ impl NodeAgentState {
                 info!(by = %principal, %id, approve, state = a.state().name(), "approval vote");
                 metrics::counter!("mxp_approval_votes_total", "vote" => if approve { "approve" } else { "deny" })
                     .increment(1);
-                let _ = reply.ok(approval_json(&a));
+                let auditor = self.services.auditor().clone();
+                let session = a.key().session.clone();
+                tokio::spawn(async move {
+                    let recorded = auditor
+                        .record(vec![audit::event(
+                            audit::EventKind::ApprovalDecision { approved: approve },
+                            json!({ "approval": id.to_string(), "state": a.state().name() }),
+                            Some(principal.id()),
+                            Some(&session),
+                            0,
+                        )])
+                        .await;
+                    match recorded {
+                        Ok(_) => {
+                            let _ = reply.ok(approval_json(&a));
+                        }
+                        Err(e) => CallFailure::Internal(format!(
+                            "the vote counts, but the audit log could not record it: {e}"
+                        ))
+                        .answer(reply),
+                    }
+                });
             }
             Err(e) => {
                 CallFailure::InvalidPayload(format!("vote on {id} refused: {e}")).answer(reply)
@@ -229,4 +312,8 @@ impl std::fmt::Display for PolicySource {
             PolicySource::Dir(d) => write!(f, "{}", d.display()),
         }
     }
+}
+
+fn hex32(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }

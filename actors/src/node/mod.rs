@@ -119,12 +119,26 @@ impl Node {
                 .with_trusted(pinned),
         );
         s.gate.publish_metrics();
-        let services = Arc::new(Services::new(
-            authority,
-            s.gate.clone(),
-            s.max_sessions,
-            s.session_ttl,
-        ));
+        let services = Arc::new(
+            Services::new(authority, s.gate.clone(), s.max_sessions, s.session_ttl)
+                .with_auditor(s.audit.clone()),
+        );
+        if let Some(digest) = s.config_digest {
+            let node = *services.authority().node().id();
+            services
+                .auditor()
+                .record(vec![crate::audit::event(
+                    mxp_governance::audit::EventKind::NodeConfig { digest },
+                    serde_json::json!({ "node": node.to_string() }),
+                    Some(&node),
+                    None,
+                    0,
+                )])
+                .await
+                .map_err(|e| {
+                    NodeError::Settings(crate::error::SettingsError::new("audit", e.to_string()))
+                })?;
+        }
         let server = Arc::new(Server::bind(
             s.listen,
             &s.identity,

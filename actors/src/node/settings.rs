@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use mxp_transport::{Limits, MxpUrl, NodeIdentity, PeerId, PeerTrust, TransportError};
 
+use crate::audit::Auditor;
 use crate::error::SettingsError;
 use crate::gate::{Gate, PolicySource, Zone};
 use crate::registry::RegistryLimits;
@@ -66,6 +67,10 @@ pub struct NodeSettings {
     pub policy_source: PolicySource,
     /// The zone intents are decided in.
     pub zone: Zone,
+    /// Where governed steps are recorded ([`Auditor::off`]: nowhere).
+    pub audit: Auditor,
+    /// The digest of the node's configuration, recorded at start.
+    pub config_digest: Option<[u8; 32]>,
     /// Live sessions held at most.
     pub max_sessions: usize,
     /// How long an idle session is kept.
@@ -101,6 +106,8 @@ impl NodeSettings {
             gate: Gate::default(),
             policy_source: PolicySource::Default,
             zone: Zone::Sandbox,
+            audit: Auditor::off(),
+            config_digest: None,
             max_sessions: crate::services::DEFAULT_MAX_SESSIONS,
             session_ttl: crate::services::DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_NODE_BODY_BYTES,

@@ -46,11 +46,13 @@ pub enum Control {
     ApprovalsDecide,
     /// `approvals.list`: list or show approvals (pending and decided).
     ApprovalsList,
+    /// `audit.read`: read or verify the node's audit log.
+    AuditRead,
 }
 
 impl Control {
     /// Every control method.
-    pub const ALL: [Control; 10] = [
+    pub const ALL: [Control; 11] = [
         Control::NodeStatus,
         Control::AgentsList,
         Control::AgentSuspend,
@@ -61,6 +63,7 @@ impl Control {
         Control::KillswitchSet,
         Control::ApprovalsDecide,
         Control::ApprovalsList,
+        Control::AuditRead,
     ];
 
     /// The method name, which is also the Cedar action id.
@@ -76,6 +79,7 @@ impl Control {
             Control::KillswitchSet => "killswitch.set",
             Control::ApprovalsDecide => "approvals.decide",
             Control::ApprovalsList => "approvals.list",
+            Control::AuditRead => "audit.read",
         }
     }
 }

@@ -49,6 +49,7 @@ macro_rules! agent_id_note {
 pub mod agent;
 pub mod agents;
 pub mod approvals;
+pub mod audit;
 pub mod call;
 pub mod discover;
 pub mod duration;
@@ -142,6 +143,9 @@ pub enum Command {
     /// List, show, approve or deny pending approvals, as an operator (`mxp approvals list mxp://host:port`).
     #[command(long_about = approvals::LONG_ABOUT)]
     Approvals(approvals::ApprovalsArgs),
+    /// Verify and read a node's audit log, as an operator (`mxp audit verify mxp://host:port`).
+    #[command(long_about = audit::LONG_ABOUT)]
+    Audit(audit::AuditArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -286,6 +290,7 @@ pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(),
         Command::Policy(args) => policy::run(&args, out)?,
         Command::Killswitch(args) => killswitch::run(&args, out)?,
         Command::Approvals(args) => approvals::run(&args, out)?,
+        Command::Audit(args) => audit::run(&args, out)?,
     }
     flush_out(out)
 }

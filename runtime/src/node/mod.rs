@@ -259,6 +259,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
         .load()
         .map_err(|e| RunError::Policy(policy_source.to_string(), e))?;
     let store = mxp_actors::store::Store::open(&data.join("store")).map_err(RunError::Store)?;
+    let audit_log = mxp_actors::store::AuditLog::open(store.clone()).map_err(RunError::Store)?;
+    let audit = mxp_actors::audit::Auditor::start(audit_log).map_err(|e| RunError::DataDir {
+        path: data.display().to_string(),
+        reason: format!("cannot start the audit writer: {e}"),
+    })?;
     let gate = Gate::new(
         Arc::new(CedarPolicy::new(engine, zone)),
         config.governance.gate_settings(),
@@ -286,6 +291,10 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             gate,
             policy_source,
             zone,
+            audit,
+            config_digest: Some(
+                *mxp_governance::token::blake3::hash(config.to_toml().as_bytes()).as_bytes(),
+            ),
             max_sessions: config.node.max_sessions,
             session_ttl: Duration::from_millis(config.node.session_ttl_ms),
             max_body_bytes: config.node.max_body_bytes,
