@@ -34,8 +34,11 @@
 //!   Cedar set: kill switch, Cedar decision, budgets, MAC token minted at
 //!   the gate and verified by the enforcer), `allow_all` (the same node
 //!   whose policy allows everything without Cedar: still a token per
-//!   Call, since no path bypasses the gate) and `transport` (the echo
-//!   above). The goal ratio is governed ÷ allow_all ≤ 1.25.
+//!   Call, since no path bypasses the gate), `transport` (the echo above)
+//!   and `audited` (the governed node recording every step in a durable
+//!   audit log: sled in a temporary folder, one flush per group commit).
+//!   The goal ratio is governed ÷ allow_all ≤ 1.25; audited is quoted
+//!   beside governed.
 //! * `node_rtt` (diagnostic): one Call at a time in-process, no QUIC,
 //!   `bus_echo` against `agent_batch64`: what the agent's extra hops (bridge,
 //!   kernel, planner) add to a round trip when nothing else is running.
@@ -311,12 +314,36 @@ fn governed_call(c: &mut Criterion) {
         SupervisionPolicy::default(),
         Gate::with_policy(Arc::new(AllowAll)),
     ));
+    // The governed node again, recording every step in a durable audit
+    // log (sled, flushed per group commit) in a temporary folder.
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audited = rt.block_on(async {
+        let store = mxp_actors::store::Store::open(&audit_dir.path().join("store")).unwrap();
+        let log = mxp_actors::store::AuditLog::open(store.clone()).unwrap();
+        let gate = Gate::new(
+            Arc::new(mxp_actors::CedarPolicy::default_set()),
+            mxp_actors::GateSettings::default(),
+            Some(store),
+        )
+        .unwrap();
+        let mut s = NodeSettings::new(
+            "127.0.0.1:0".parse().unwrap(),
+            NodeIdentity::generate().unwrap(),
+            PeerTrust::AnyIdentified,
+            vec![spec()],
+        );
+        s.limits = limits();
+        s.gate = gate;
+        s.audit = mxp_actors::audit::Auditor::start(log).unwrap();
+        Node::start(s).await.unwrap()
+    });
     let (server, transport_url) = transport_setup(&rt);
-    let clients = [client(&rt), client(&rt), client(&rt)];
+    let clients = [client(&rt), client(&rt), client(&rt), client(&rt)];
     let urls = [
         governed.url().clone().with_agent(AGENT),
         allow_all.url().clone().with_agent(AGENT),
         transport_url,
+        audited.url().clone().with_agent(AGENT),
     ];
     let mut group = c.benchmark_group("governed_call");
     group
@@ -327,7 +354,7 @@ fn governed_call(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
     for inflight in [1, 256] {
         let mut results = Vec::new();
-        for (i, name) in ["governed", "allow_all", "transport"]
+        for (i, name) in ["governed", "allow_all", "transport", "audited"]
             .into_iter()
             .enumerate()
         {
@@ -348,7 +375,7 @@ fn governed_call(c: &mut Criterion) {
             );
             results.push(samples.report("governed call", name, inflight));
         }
-        if let [(g, g_rate), (a, a_rate), (t, _)] = results[..]
+        if let [(g, g_rate), (a, a_rate), (t, _), (au, au_rate)] = results[..]
             && g.is_finite()
             && a.is_finite()
             && t.is_finite()
@@ -359,12 +386,18 @@ fn governed_call(c: &mut Criterion) {
                 a_rate / g_rate,
                 g / t
             );
+            eprintln!(
+                "RESULT governed call audit inflight={inflight} audited_p50/governed_p50={:.2} governed_calls/audited_calls={:.2}",
+                au / g,
+                g_rate / au_rate
+            );
         }
     }
     group.finish();
     rt.block_on(async {
         governed.shutdown(Duration::from_secs(1)).await;
         allow_all.shutdown(Duration::from_secs(1)).await;
+        audited.shutdown(Duration::from_secs(1)).await;
         server.shutdown(Duration::from_secs(1)).await;
         for c in &clients {
             c.close().await;

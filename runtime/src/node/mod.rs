@@ -455,6 +455,20 @@ fn describe_metrics() {
         "mxp_kill_switch",
         "1 while the kill switch is on (every external write denied), else 0"
     );
+    describe_counter!("mxp_audit_events_total", "Audit records written");
+    describe_histogram!(
+        "mxp_audit_commit_seconds",
+        Unit::Seconds,
+        "Time of one audit group commit (a durable write of every batch waiting)"
+    );
+    describe_counter!(
+        "mxp_audit_failures_total",
+        "Failed audit writes: the steps waiting on them failed closed"
+    );
+    describe_counter!(
+        "mxp_audit_dropped_total",
+        "Audit events recorded without waiting that were dropped: the writer's queue was full"
+    );
     describe_counter!(
         "mxp_policy_reloads_total",
         "policy.reload requests by outcome (ok, invalid: the old set stays)"
