@@ -18,7 +18,7 @@
 //! `internal` (retriable) and nothing acts.
 
 use mxp_governance::audit::{
-    AuditEvent, ChainHead, EventData, Record, RecordedOutput, VerifiedRange,
+    AuditEvent, ChainHead, EventData, Record, RecordedOutput, VerifiedRange, merkle,
 };
 pub use mxp_governance::audit::{EventKind, PolicyEffect, ToolOutcome};
 use mxp_protocol::{PrincipalId, SessionId};
@@ -46,6 +46,14 @@ pub enum AuditError {
     /// The writer is gone (the node is stopping).
     #[error("the audit log is closed")]
     Closed,
+    /// The log has no record of this sequence number.
+    #[error("no audit record {seq}: the log holds records 0 to {}", size.saturating_sub(1))]
+    NoSuchRecord {
+        /// The sequence number asked for.
+        seq: u64,
+        /// Records in the log.
+        size: u64,
+    },
     /// This node keeps no audit log.
     #[error("this node keeps no audit log")]
     Off,
@@ -64,6 +72,26 @@ enum Job {
     Verify {
         done: oneshot::Sender<Result<VerifiedRange, AuditError>>,
     },
+    Prove {
+        seq: u64,
+        done: oneshot::Sender<Result<Inclusion, AuditError>>,
+    },
+}
+
+/// An RFC 6962 inclusion proof of one record in the log as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inclusion {
+    /// The record's sequence number (its leaf index).
+    pub seq: u64,
+    /// The tree size the proof is for (records in the log).
+    pub size: u64,
+    /// The record's leaf hash (SHA-256 with the 0x00 prefix over its chain
+    /// hash, docs/AUDIT.md).
+    pub leaf: [u8; 32],
+    /// The audit path, bottom up.
+    pub proof: Vec<[u8; 32]>,
+    /// The Merkle root of the `size` records.
+    pub root: [u8; 32],
 }
 
 impl Job {
@@ -165,6 +193,23 @@ impl Auditor {
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// The inclusion proof of record `seq` in the whole log. Reads every
+    /// record's leaf (32 bytes per record in memory while it runs).
+    ///
+    /// # Errors
+    /// [`AuditError::Off`]; [`AuditError::NoSuchRecord`]; the store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: proving changes nothing.
+    pub async fn prove(&self, seq: u64) -> Result<Inclusion, AuditError> {
+        let tx = self.tx.as_ref().ok_or(AuditError::Off)?;
+        let (done, rx) = oneshot::channel();
+        tx.send(Job::Prove { seq, done })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
     /// Verifies the whole chain from genesis.
     ///
     /// # Errors
@@ -231,6 +276,9 @@ fn writer(mut log: AuditLog, mut rx: mpsc::Receiver<Job>) {
             Some(Job::Verify { done }) => {
                 let _ = done.send(log.verify_all().map_err(AuditError::Store));
             }
+            Some(Job::Prove { seq, done }) => {
+                let _ = done.send(prove(&log, seq));
+            }
             Some(append) => {
                 next = Some(append);
                 continue;
@@ -239,6 +287,36 @@ fn writer(mut log: AuditLog, mut rx: mpsc::Receiver<Job>) {
         }
         next = rx.blocking_recv();
     }
+}
+
+fn prove(log: &AuditLog, seq: u64) -> Result<Inclusion, AuditError> {
+    let size = log.head().next_seq;
+    if seq >= size {
+        return Err(AuditError::NoSuchRecord { seq, size });
+    }
+    let mut leaves = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 20));
+    let mut from = 0;
+    while from < size {
+        let page = log.read(from, 1024)?;
+        if page.is_empty() {
+            break;
+        }
+        from += page.len() as u64;
+        leaves.extend(page.iter().map(Record::leaf_hash));
+    }
+    let leaf = leaves
+        .get(usize::try_from(seq).unwrap_or(usize::MAX))
+        .copied()
+        .ok_or(AuditError::NoSuchRecord { seq, size })?;
+    let proof = merkle::inclusion_proof(&leaves, seq)
+        .map_err(|_| AuditError::NoSuchRecord { seq, size })?;
+    Ok(Inclusion {
+        seq,
+        size: leaves.len() as u64,
+        leaf,
+        proof,
+        root: merkle::root(&leaves),
+    })
 }
 
 type Waiting = (

@@ -189,6 +189,32 @@ async fn every_governed_step_is_recorded_and_the_chain_verifies() {
     assert!(verified["verified"].as_u64().unwrap() >= records.len() as u64);
     assert_eq!(verified["root"].as_str().unwrap().len(), 64);
 
+    // An inclusion proof of the echo's execution verifies against the root.
+    let seq = records[at + 2]["seq"].as_u64().unwrap();
+    let p = read(&op_client, &n, json!({"prove": seq})).await.unwrap();
+    let h = |v: &Value| -> [u8; 32] {
+        hex::decode(v.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let proof: Vec<[u8; 32]> = p["proof"].as_array().unwrap().iter().map(h).collect();
+    mxp_governance::audit::merkle::verify_inclusion(
+        &h(&p["leaf"]),
+        seq,
+        p["size"].as_u64().unwrap(),
+        &proof,
+        &h(&p["root"]),
+    )
+    .unwrap();
+    let missing = read(&op_client, &n, json!({"prove": 1_000_000}))
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("no audit record 1000000"),
+        "{missing}"
+    );
+
     let bad = read(&op_client, &n, json!({"limit": 0})).await.unwrap_err();
     assert_eq!(bad.code(), ErrorCode::INVALID_PAYLOAD, "{bad}");
     n.shutdown(Duration::from_secs(1)).await;

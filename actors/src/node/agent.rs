@@ -346,7 +346,8 @@ impl NodeAgentState {
                 from,
                 limit,
                 verify,
-            } => self.audit_read(from, limit, verify, reply),
+                prove,
+            } => self.audit_read(from, limit, verify, prove, reply),
             ControlRequest::ApprovalsDecide { id, approve } => {
                 self.approvals_decide(id, approve, principal, reply);
             }

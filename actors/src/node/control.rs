@@ -37,7 +37,8 @@ pub enum ControlRequest {
         /// One approval, or all.
         id: Option<ApprovalId>,
     },
-    /// `audit.read` `{"from": seq, "limit": n}` or `{"verify": true}`.
+    /// `audit.read` `{"from": seq, "limit": n}`, `{"verify": true}` or
+    /// `{"prove": seq}`.
     AuditRead {
         /// The first sequence number.
         from: u64,
@@ -45,6 +46,8 @@ pub enum ControlRequest {
         limit: usize,
         /// Verify the whole chain instead of reading.
         verify: bool,
+        /// The inclusion proof of this record instead of reading.
+        prove: Option<u64>,
     },
     /// `approvals.decide` `{"id": "ap-…", "approve": bool}`.
     ApprovalsDecide {
@@ -129,10 +132,18 @@ impl ControlRequest {
                         })? as usize,
                 };
                 let verify = flag("verify")?.unwrap_or(false);
+                let prove = match body.params.get("prove") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .ok_or_else(|| invalid("{\"prove\": <sequence number>}"))?,
+                    ),
+                };
                 return Ok(ControlRequest::AuditRead {
                     from,
                     limit,
                     verify,
+                    prove,
                 });
             }
             "approvals.decide" => {
@@ -205,9 +216,10 @@ impl ControlRequest {
                 from,
                 limit,
                 verify,
+                prove,
             } => (
                 EffectClass::ReadOnly,
-                json!({ "from": from, "limit": limit, "verify": verify }),
+                json!({ "from": from, "limit": limit, "verify": verify, "prove": prove }),
             ),
             ControlRequest::ApprovalsDecide { id, approve } => (
                 EffectClass::Control,

@@ -207,9 +207,31 @@ impl NodeAgentState {
     /// each record its event as JSON plus its hashes), or, with `verify`,
     /// the whole chain verified (`{"verified": n, "root": hex}`) or the
     /// first bad record named.
-    pub(super) fn audit_read(&self, from: u64, limit: usize, verify: bool, reply: Reply) {
+    pub(super) fn audit_read(
+        &self,
+        from: u64,
+        limit: usize,
+        verify: bool,
+        prove: Option<u64>,
+        reply: Reply,
+    ) {
         let auditor = self.services.auditor().clone();
         tokio::spawn(async move {
+            if let Some(seq) = prove {
+                match auditor.prove(seq).await {
+                    Ok(p) => {
+                        let _ = reply.ok(json!({
+                            "seq": p.seq,
+                            "size": p.size,
+                            "leaf": hex32(&p.leaf),
+                            "proof": p.proof.iter().map(hex32).collect::<Vec<_>>(),
+                            "root": hex32(&p.root),
+                        }));
+                    }
+                    Err(e) => CallFailure::InvalidPayload(e.to_string()).answer(reply),
+                }
+                return;
+            }
             if verify {
                 match auditor.verify().await {
                     Ok(v) => {

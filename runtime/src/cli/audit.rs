@@ -17,11 +17,13 @@ pub const LONG_ABOUT: &str = "Verify and read a node's audit log (operators only
     record chained to the one before it by BLAKE3 (docs/AUDIT.md), durable before the step \
     goes on.\n\n\
     `verify` has the node check the whole chain from its first record and prints the count, \
-    the last hash and the RFC 6962 Merkle root, or names the first bad record. `tail` prints \
+    the last hash and the RFC 6962 Merkle root, or names the first bad record. `prove <seq>` \
+    prints a record's inclusion proof (leaf, audit path, tree size and root). `tail` prints \
     the last records, `query` the records matching the filters, one line each; `export` \
     writes them as JSON lines.\n\n\
     Examples:\n  \
     mxp audit verify mxp://127.0.0.1:9000\n  \
+    mxp audit prove mxp://127.0.0.1:9000 17\n  \
     mxp audit tail mxp://127.0.0.1:9000 -n 20\n  \
     mxp audit query mxp://127.0.0.1:9000 --decision deny --tool send\n  \
     mxp audit export mxp://127.0.0.1:9000 --session s-1 > session.jsonl\n\n\
@@ -91,6 +93,15 @@ impl Filters {
 pub enum AuditCommand {
     /// Verify the whole chain on the node and print its head and Merkle root.
     Verify(NodeTarget),
+    /// Print the RFC 6962 inclusion proof of one record in the whole log.
+    Prove {
+        /// The node.
+        #[command(flatten)]
+        target: NodeTarget,
+        /// The record's sequence number.
+        #[arg(value_name = "SEQ")]
+        seq: u64,
+    },
     /// Print the last records, one line each.
     Tail {
         /// The node.
@@ -201,6 +212,16 @@ pub fn run<W: Write>(args: &AuditArgs, out: &mut W) -> Result<(), CliError> {
                 r.get("head").and_then(Value::as_str).unwrap_or("-"),
                 r.get("root").and_then(Value::as_str).unwrap_or("-"),
             );
+            write_out(out, text.as_bytes())
+        }
+        AuditCommand::Prove { target, seq } => {
+            let r = remote::call_node_agent(
+                &target.connect,
+                &target.node,
+                "audit.read",
+                json!({ "prove": seq }),
+            )?;
+            let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";
             write_out(out, text.as_bytes())
         }
         AuditCommand::Tail { target, lines } => {
