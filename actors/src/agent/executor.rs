@@ -425,16 +425,14 @@ async fn drive(
                 .await
                 .map_err(|e| CallFailure::Internal(e.to_string()))?;
         }
+        let budgets = env.services.gate().budgets();
+        if budgets.is_enabled() {
+            // A failed run spent its time too.
+            let wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let bytes = executed.as_ref().map_or(0, crate::gate::arg_bytes);
+            budgets.record(env.shared.id, session, bytes, wall_ms, 0, now_unix_ms());
+        }
         let output = executed?;
-        let wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        env.services.gate().budgets().record(
-            env.shared.id,
-            session,
-            crate::gate::arg_bytes(&output),
-            wall_ms,
-            0,
-            now_unix_ms(),
-        );
         run.complete(output)
             .map_err(|e| CallFailure::Internal(e.to_string()))?;
     }

@@ -52,6 +52,12 @@ impl Budgets {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether any limit is set (with none, nothing is tracked and nothing
+    /// need be measured).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Tool calls spent in the session's window (Cedar's `budget_spent`).
     pub fn spent(&self, agent: AgentId, session: &SessionId, now_ms: u64) -> u64 {
         if !self.enabled {

@@ -305,7 +305,9 @@ impl Gate {
         if intent.effect == EffectClass::ExternalWrite && self.inner.kill.is_on() {
             return Err(count(Refusal::Denied(Denial::kill_switch(&intent))));
         }
-        let budgeted = intent.session.is_some() && is_tool(&intent);
+        // Only with a limit set: measuring arguments costs a serialisation.
+        let budgeted =
+            self.inner.budgets.is_enabled() && intent.session.is_some() && is_tool(&intent);
         let spent = match (&intent.session, budgeted) {
             (Some(s), true) => self.inner.budgets.spent(intent.agent, s, now_ms),
             _ => 0,
