@@ -366,6 +366,10 @@ impl Drop for AuditLog {
 }
 
 #[cfg(test)]
+#[path = "audit_tamper_tests.rs"]
+mod tamper_tests;
+
+#[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use std::collections::BTreeMap;
