@@ -123,7 +123,10 @@ impl CallFailure {
             CallFailure::Overloaded(_) => ErrorCode::OVERLOADED,
             CallFailure::Tool(e) => match e {
                 ToolError::Unknown(_) => ErrorCode::UNSUPPORTED,
-                ToolError::InvalidArguments { .. } => ErrorCode::INVALID_PAYLOAD,
+                ToolError::InvalidArguments { .. } | ToolError::Malformed { .. } => {
+                    ErrorCode::INVALID_PAYLOAD
+                }
+                ToolError::Refused { .. } => ErrorCode::DENIED,
                 _ => ErrorCode::INTERNAL,
             },
             CallFailure::Internal(_) => ErrorCode::INTERNAL,

@@ -89,6 +89,9 @@ pub enum Tree {
     Approvals,
     /// Audit records by big-endian sequence number ([`seq_key`]).
     Audit,
+    /// The broker's effect outcomes by idempotency key (their encoding is
+    /// the broker's).
+    Outcomes,
 }
 
 impl Tree {
@@ -98,6 +101,7 @@ impl Tree {
             Tree::State => "state",
             Tree::Approvals => "approvals",
             Tree::Audit => "audit",
+            Tree::Outcomes => "outcomes",
         }
     }
 }
@@ -243,6 +247,43 @@ impl Store {
         id: &mxp_governance::approval::ApprovalId,
     ) -> Result<(), StoreError> {
         self.engine.delete(Tree::Approvals, &id.0)
+    }
+
+    /// Every broker outcome record, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn outcomes(&self) -> Result<Records, StoreError> {
+        self.engine.scan(Tree::Outcomes)
+    }
+
+    /// One broker outcome record.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn outcome(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.engine.get(Tree::Outcomes, key)
+    }
+
+    /// Writes a broker outcome record, durably.
+    ///
+    /// # Errors
+    /// [`StoreError`]; the write may or may not have happened.
+    pub fn put_outcome(&self, key: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        self.engine.put(Tree::Outcomes, key, record)
+    }
+
+    /// Removes a broker outcome record (pruned), durably.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn delete_outcome(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.engine.delete(Tree::Outcomes, key)
+    }
+
+    /// The path the engine reports (for error messages).
+    pub fn path(&self) -> &str {
+        self.engine.path()
     }
 
     fn corrupt(&self, tree: Tree, key: &[u8], reason: &str) -> StoreError {

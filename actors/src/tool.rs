@@ -61,6 +61,35 @@ pub enum ToolError {
         /// What was expected.
         reason: &'static str,
     },
+    /// The arguments fit the schema but not the tool (a bad path, URL or
+    /// program): nothing was done.
+    #[error("tool {tool:?}: {reason}")]
+    Malformed {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The enforcing component refused the act within the token's scope
+    /// (a path outside the root, a host off the allowlist, a flow policy
+    /// does not allow): nothing was done.
+    #[error("tool {tool:?} refused: {reason}")]
+    Refused {
+        /// The tool.
+        tool: String,
+        /// Why.
+        reason: String,
+    },
+    /// The effect may or may not have happened (a timeout after sending, a
+    /// crash mid-call). It is never retried silently: its idempotency key
+    /// is refused until an operator resolves it.
+    #[error("tool {tool:?} is in doubt: {reason}")]
+    InDoubt {
+        /// The tool.
+        tool: String,
+        /// Why, and the idempotency key.
+        reason: String,
+    },
     /// The tool ran and failed.
     #[error("tool {tool:?} failed: {reason}")]
     Failed {

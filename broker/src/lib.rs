@@ -8,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod outcome;
 pub mod secret;

@@ -412,6 +412,9 @@ async fn drive(
                     audit::ToolOutcome::Landed,
                     serde_json::to_vec(v).unwrap_or_default(),
                 ),
+                Err(e @ ToolError::InDoubt { .. }) => {
+                    (audit::ToolOutcome::InDoubt, e.to_string().into_bytes())
+                }
                 Err(e) => (audit::ToolOutcome::Failed, e.to_string().into_bytes()),
             };
             auditor

@@ -38,6 +38,7 @@ pub struct SledEngine {
     state: sled::Tree,
     approvals: sled::Tree,
     audit: sled::Tree,
+    outcomes: sled::Tree,
     path: String,
 }
 
@@ -56,11 +57,13 @@ impl SledEngine {
         let state = db.open_tree(Tree::State.name()).map_err(err)?;
         let approvals = db.open_tree(Tree::Approvals.name()).map_err(err)?;
         let audit = db.open_tree(Tree::Audit.name()).map_err(err)?;
+        let outcomes = db.open_tree(Tree::Outcomes.name()).map_err(err)?;
         Ok(SledEngine {
             db,
             state,
             approvals,
             audit,
+            outcomes,
             path,
         })
     }
@@ -70,6 +73,7 @@ impl SledEngine {
             Tree::State => &self.state,
             Tree::Approvals => &self.approvals,
             Tree::Audit => &self.audit,
+            Tree::Outcomes => &self.outcomes,
         }
     }
 
