@@ -576,6 +576,10 @@ fn write_size_limit_is_checked_before_touching_disk() {
     ));
     assert_eq!(listing(&l.root), before);
     assert_eq!(fs::read(l.root.join("ok.txt")).unwrap(), b"inside");
+    assert!(matches!(
+        jail.write("sub/.mxp-tmp-0123", b"x"),
+        Err(FsError::ReservedName { .. })
+    ));
     jail.write("small.txt", &[1u8; 10]).unwrap();
     assert_eq!(fs::read(l.root.join("small.txt")).unwrap(), [1u8; 10]);
     assert!(matches!(

@@ -146,6 +146,12 @@ pub enum FsError {
         /// The path given.
         path: String,
     },
+    /// The final component is reserved for the write's temp files.
+    #[error("the name of `{path}` starts with `.mxp-tmp-`, which is reserved for temp files")]
+    ReservedName {
+        /// The path given.
+        path: String,
+    },
     /// Resolving the path (through a symlink) would leave the root.
     #[error("the path `{path}` leads outside the root (through a symbolic link)")]
     EscapesRoot {

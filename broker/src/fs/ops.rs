@@ -153,6 +153,7 @@ impl FsRoot {
     /// # Errors
     ///
     /// A path-check variant; [`FsError::TooLarge`];
+    /// [`FsError::ReservedName`] for a name starting with `.mxp-tmp-`;
     /// [`FsError::NotRegularFile`] if the target exists and is neither a
     /// regular file nor a symlink (or is the root); [`FsError::EscapesRoot`]
     /// if a parent leads out; [`FsError::NotFound`] if the parent does not
@@ -173,6 +174,11 @@ impl FsRoot {
                 kind: Kind::Dir,
             });
         };
+        if name.starts_with(TMP_PREFIX) {
+            return Err(FsError::ReservedName {
+                path: rel.to_owned(),
+            });
+        }
         let parent = self
             .dir
             .open_dir(&parent)
