@@ -4,9 +4,12 @@
 //! `mxp_actors::gate::Grant`: the gate decided, a capability token proves
 //! it, the enforcer verified it. The checks each tool makes before acting
 //! are pure functions here, tested without I/O; the tools around them are
-//! thin. So far: [`addr`], the address rules of `http.fetch`.
+//! thin. So far: [`addr`], the address rules of `http.fetch`, and [`fs`],
+//! the jailed file operations of the file tools.
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod fs;
 pub mod outcome;
 pub mod secret;
+
