@@ -9,7 +9,10 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+mod broker;
 pub mod fs;
 pub mod outcome;
 pub mod secret;
+pub mod tools;
 
+pub use broker::{ActError, ActFuture, Broker, ToolLimits};
