@@ -444,3 +444,33 @@ fn requests_are_read_from_json() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_kills_the_jail() {
+    let _serial = SERIAL.lock().await;
+    let mut s = settings(&["/bin/sh"]);
+    s.limits.timeout = Duration::from_secs(60);
+    let jail = ShellJail::new(s).unwrap();
+    let script = "sleep 600 & sleep 600 & echo begun; wait";
+    let mut run = Box::pin(sh(&jail, script));
+    if am_root() {
+        // Wait until the jail's processes are really there (unshare, the
+        // shell and its two sleeps), then drop the run.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_of(JAIL_UID).len() < 4 {
+            tokio::select! {
+                ended = &mut run => panic!("the run ended by itself: {ended:?}"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the jail's processes never appeared"
+            );
+        }
+        drop(run);
+        assert_no_jail_processes_left().await;
+    } else {
+        let cancelled = tokio::time::timeout(Duration::from_millis(500), run).await;
+        assert!(cancelled.is_err(), "the run ended by itself: {cancelled:?}");
+    }
+}
