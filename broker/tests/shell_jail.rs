@@ -302,9 +302,16 @@ async fn a_fork_bomb_is_stopped_and_leaves_nothing_behind() {
         .unwrap();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "took {took:?}");
-    // The process limit stopped the growth (the shells report it), the
-    // timeout ended the jail.
-    assert_eq!(out.status, ExitStatus::TimedOut);
+    // The process limit stopped the growth (the shells report it); the jail
+    // ended either at the timeout or when pid 1 itself failed to fork
+    // (dash exits 2), which ends the whole namespace.
+    assert!(
+        matches!(
+            out.status,
+            ExitStatus::TimedOut | ExitStatus::Exit { code: 2 }
+        ),
+        "{out:?}"
+    );
     assert!(text(&out.stderr).contains("Cannot fork"), "{out:?}");
     assert_no_jail_processes_left().await;
     // The node can still start processes.

@@ -29,9 +29,15 @@
 //!
 //! `RLIMIT_NPROC` is not enforced for the real root user, so a node running
 //! as root first drops to [`ShellSettings::run_as`] (default `65534:65534`,
-//! `nobody`). The process limit counts every process of that uid, so
-//! concurrent runs share it. A node that does not run as root runs the jail
-//! as itself (no `setpriv`), and the limit counts the node's own processes.
+//! `nobody`). The process limit counts processes of that uid: on kernels
+//! since 5.14 per user namespace (so per run), on older ones machine-wide
+//! (so concurrent runs share it); give `run_as` a uid used for nothing
+//! else. A node that does not run as root runs the jail as itself (no
+//! `setpriv`).
+//!
+//! Not covered: no filesystem isolation beyond the mount namespace and the
+//! unprivileged uid (the host's files are visible with that uid's
+//! permissions), no seccomp filter, no cgroups, no bubblewrap.
 
 mod argv;
 mod error;
@@ -212,6 +218,12 @@ pub enum ExitStatus {
         code: i32,
     },
     /// It was killed by this signal (`SIGXCPU` = 24 for the CPU limit).
+    ///
+    /// `unshare --fork` reports its child's death by a signal by raising the
+    /// same signal on itself; util-linux 2.38 fails to (it prints
+    /// `unshare: sigprocmask unblock failed` and exits 1), so with that
+    /// version such a death shows as `Exit { code: 1 }` with that line on
+    /// stderr.
     Signal {
         /// The signal number.
         sig: i32,
