@@ -481,3 +481,34 @@ async fn dropping_the_run_kills_the_jail() {
         assert!(cancelled.is_err(), "the run ended by itself: {cancelled:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_rlimits_are_the_programs_limits() {
+    let _serial = SERIAL.lock().await;
+    let mut s = settings(&["/bin/cat"]);
+    s.limits.cpu_secs = 7;
+    s.limits.memory_bytes = 300_000_000;
+    s.limits.open_files = 33;
+    s.limits.processes = 21;
+    let jail = ShellJail::new(s).unwrap();
+    let out = jail
+        .exec(&req("/bin/cat", &["/proc/self/limits"]))
+        .await
+        .unwrap();
+    let limits = text(&out.stdout);
+    let row = |name: &str| -> Vec<String> {
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in {limits}"));
+        line[name.len()..]
+            .split_whitespace()
+            .take(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row("Max cpu time"), ["7", "7"]);
+    assert_eq!(row("Max address space"), ["300000000", "300000000"]);
+    assert_eq!(row("Max open files"), ["33", "33"]);
+    assert_eq!(row("Max processes"), ["21", "21"]);
+}
