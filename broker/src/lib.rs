@@ -1,11 +1,14 @@
 //! The tool broker of an MXP node.
 //!
-//! Every tool the broker will run acts only through a
+//! Every tool the broker runs acts only through a
 //! `mxp_actors::gate::Grant`: the gate decided, a capability token proves
 //! it, the enforcer verified it. The checks each tool makes before acting
 //! are pure functions here, tested without I/O; the tools around them are
-//! thin. So far: [`addr`], the address rules of `http.fetch`, and [`fs`],
-//! the jailed file operations of the file tools.
+//! thin: [`addr`] (the address rules of `http.fetch`), [`fs`] (the jailed
+//! file operations), [`shell`] (the jailed `shell.exec`), [`secret`]
+//! (secrets by reference) and [`outcome`] (what happened to each effect).
+//! [`Broker::run`] is the one path every brokered act takes; [`tools`] are
+//! the tools over it.
 #![forbid(unsafe_code)]
 
 pub mod addr;
@@ -13,6 +16,7 @@ mod broker;
 pub mod fs;
 pub mod outcome;
 pub mod secret;
+pub mod shell;
 pub mod tools;
 
 pub use broker::{ActError, ActFuture, Broker, ToolLimits};

@@ -125,7 +125,8 @@ async fn a_secret_reaches_the_act_and_no_answer_error_or_log_line() {
         .with_writer(move || sink.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global: the node logs from its runtime's worker threads.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
