@@ -61,6 +61,16 @@ pub enum ActError {
 /// A boxed act.
 pub type ActFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, ActError>> + Send + 'a>>;
 
+/// What a brokered tool does with its resolved arguments.
+pub trait Act: Send + Sync {
+    /// Acts on `args` (secret values in place of references; the caller's
+    /// idempotency key removed).
+    ///
+    /// # Cancel safety
+    /// Dropped when the tool's time limit passes or the caller gives up.
+    fn act<'x>(&'x self, args: &'x Value) -> ActFuture<'x>;
+}
+
 /// What every brokered tool shares: the secrets and the outcome ledger.
 #[derive(Debug, Default)]
 pub struct Broker {
@@ -117,17 +127,14 @@ impl Broker {
     /// # Cancel safety
     /// Dropping the future mid-act leaves an effect's ledger record
     /// pending; the next open of the ledger turns it to in doubt.
-    pub async fn run<F>(
+    pub async fn run<A: Act + ?Sized>(
         &self,
         tool: &str,
         effect: EffectClass,
         limits: &ToolLimits,
         grant: &Grant<'_>,
-        act: F,
-    ) -> Result<Value, ToolError>
-    where
-        F: for<'x> FnOnce(&'x Value) -> ActFuture<'x>,
-    {
+        act: &A,
+    ) -> Result<Value, ToolError> {
         let malformed = |reason: String| ToolError::Malformed {
             tool: tool.into(),
             reason,
@@ -190,7 +197,7 @@ impl Broker {
             }
         };
         let redact = |s: String| self.redactor.redact_string(s).0;
-        let ran = tokio::time::timeout(limits.timeout, act(resolved.args())).await;
+        let ran = tokio::time::timeout(limits.timeout, act.act(resolved.args())).await;
         let result = match ran {
             Err(_elapsed) if tracked => Err(ActError::InDoubt(format!(
                 "no answer within {} ms; the effect may have happened (key {key})",

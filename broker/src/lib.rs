@@ -19,4 +19,4 @@ pub mod secret;
 pub mod shell;
 pub mod tools;
 
-pub use broker::{ActError, ActFuture, Broker, ToolLimits};
+pub use broker::{Act, ActError, ActFuture, Broker, ToolLimits};

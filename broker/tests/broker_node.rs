@@ -17,7 +17,8 @@ use mxp_actors::*;
 use mxp_broker::fs::{FsLimits, FsRoot};
 use mxp_broker::outcome::{LedgerSettings, OutcomeLedger};
 use mxp_broker::secret::SecretStore;
-use mxp_broker::tools::fs_tools;
+use mxp_broker::shell::{ShellJail, ShellSettings};
+use mxp_broker::tools::{ShellTool, fs_tools};
 use mxp_broker::{Broker, ToolLimits};
 use mxp_protocol::{AgentId, CallBody, ErrorCode};
 use mxp_transport::{Client, Limits, NodeIdentity, PeerTrust};
@@ -49,7 +50,7 @@ impl Write for Captured {
 }
 
 fn rules() -> Vec<Rule> {
-    ["fs.read", "fs.write", "fs.list", "fs.stat"]
+    ["fs.read", "fs.write", "fs.list", "fs.stat", "shell.exec"]
         .into_iter()
         .map(|t| Rule {
             method: t.into(),
@@ -63,7 +64,14 @@ fn rules() -> Vec<Rule> {
 }
 
 async fn node(root: &std::path::Path, broker: Arc<Broker>) -> Node {
+    node_with(root, broker.clone(), vec![]).await
+}
+
+async fn node_with(root: &std::path::Path, broker: Arc<Broker>, extra: Vec<Arc<dyn Tool>>) -> Node {
     let mut tools = ToolRegistry::builtin();
+    for t in extra {
+        tools.register(t).unwrap();
+    }
     for t in fs_tools(
         FsRoot::open(root, FsLimits::default()).unwrap(),
         broker,
@@ -76,7 +84,16 @@ async fn node(root: &std::path::Path, broker: Arc<Broker>) -> Node {
         id: AGENT,
         name: "files".into(),
         capabilities: vec![],
-        planner: Arc::new(RulePlanner::new(rules(), &names).unwrap()),
+        planner: Arc::new(
+            RulePlanner::new(
+                rules()
+                    .into_iter()
+                    .filter(|r| names.iter().any(|n| *n == r.method))
+                    .collect(),
+                &names,
+            )
+            .unwrap(),
+        ),
         tools: Arc::new(tools),
         hooks: Arc::new(NoHooks),
     };
@@ -265,5 +282,68 @@ async fn a_landed_write_with_the_same_key_is_answered_not_repeated() {
     .await
     .unwrap();
     assert_eq!(std::fs::read_to_string(root.join("a")).unwrap(), "two");
+    n.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_run_cut_off_at_its_timeout_is_in_doubt_and_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let store = store::Store::open(&dir.path().join("store")).unwrap();
+    let (ledger, _) = OutcomeLedger::open(store.clone(), LedgerSettings::default(), 0).unwrap();
+    let mut secrets = SecretStore::new();
+    secrets.insert("CANARY", CANARY.to_owned().into()).unwrap();
+    let broker = Arc::new(Broker::new(secrets, Some(ledger)));
+    let mut settings = ShellSettings {
+        enabled: true,
+        allow: vec!["/bin/echo".into(), "/bin/sh".into()],
+        ..ShellSettings::default()
+    };
+    settings.limits.timeout = Duration::from_secs(1);
+    let shell = ShellTool::new(
+        ShellJail::new(settings).unwrap(),
+        broker.clone(),
+        ToolLimits {
+            timeout: Duration::from_secs(10),
+            ..ToolLimits::default()
+        },
+    );
+    let n = node_with(&root, broker, vec![Arc::new(shell)]).await;
+    let c = Client::new(
+        &NodeIdentity::generate().unwrap(),
+        PeerTrust::AnyIdentified,
+        Limits::default(),
+    )
+    .unwrap();
+
+    // The program gets the value; the answer does not.
+    let out = call(
+        &c,
+        &n,
+        "shell.exec",
+        json!({"program": "/bin/echo", "args": ["key=", {"$secret": "CANARY"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["status"]["exit"], 0, "{out}");
+    assert_eq!(out["stdout"], "key= [redacted:CANARY]\n");
+
+    // Not allowlisted: denied, nothing runs.
+    let (code, text) = call(&c, &n, "shell.exec", json!({"program": "/usr/bin/env"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::DENIED, "{text}");
+
+    // Cut off at its timeout: in doubt, recorded so, and the same key is
+    // then refused rather than run again.
+    let slow =
+        json!({"program": "/bin/sh", "args": ["-c", "sleep 30"], "$idempotency_key": "job-1"});
+    let (code, text) = call(&c, &n, "shell.exec", slow.clone()).await.unwrap_err();
+    assert_eq!(code, ErrorCode::INTERNAL, "{text}");
+    assert!(text.contains("in doubt"), "{text}");
+    let (code, text) = call(&c, &n, "shell.exec", slow).await.unwrap_err();
+    assert_eq!(code, ErrorCode::DENIED, "{text}");
+    assert!(text.contains("not retried"), "{text}");
     n.shutdown(Duration::from_secs(2)).await;
 }

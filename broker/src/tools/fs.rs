@@ -11,7 +11,7 @@ use mxp_actors::{ArgSchema, EffectClass, Tool, ToolContext, ToolError};
 use serde_json::{Value, json};
 
 use super::args::{opt_string, string};
-use crate::broker::{ActError, Broker, ToolLimits};
+use crate::broker::{Act, ActError, ActFuture, Broker, ToolLimits};
 use crate::fs::{FsError, FsRoot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +83,16 @@ fn content(bytes: Vec<u8>) -> Value {
     }
 }
 
+impl Act for FsTool {
+    // File operations are bounded (sizes, entries) and run inline: a read
+    // of a small file costs less than a hop to a thread.
+    fn act<'x>(&'x self, args: &'x Value) -> ActFuture<'x> {
+        Box::pin(std::future::ready(self.act_now(args)))
+    }
+}
+
 impl FsTool {
-    fn act(&self, args: &Value) -> Result<Value, ActError> {
+    fn act_now(&self, args: &Value) -> Result<Value, ActError> {
         let path = string(args, "path")?;
         let root = &self.root;
         match self.op {
@@ -170,13 +178,8 @@ impl Tool for FsTool {
         grant: Grant<'a>,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
-            // File operations are bounded (sizes, entries) and run inline:
-            // a read of a small file costs less than a hop to a thread.
             self.broker
-                .run(self.name(), self.effect(), &self.limits, &grant, |args| {
-                    let r = self.act(args);
-                    Box::pin(std::future::ready(r))
-                })
+                .run(self.name(), self.effect(), &self.limits, &grant, self)
                 .await
         })
     }

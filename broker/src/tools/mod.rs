@@ -3,5 +3,7 @@
 
 mod args;
 pub mod fs;
+pub mod shell;
 
 pub use fs::fs_tools;
+pub use shell::ShellTool;
