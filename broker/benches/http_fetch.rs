@@ -87,10 +87,22 @@ fn bench(c: &mut Criterion) {
     .unwrap()
     .with_root_certificates(rustls::RootCertStore::empty())
     .with_no_client_auth();
+    let settings = HttpSettings::default();
     let bare = rt.block_on(async {
         reqwest::Client::builder()
             .no_proxy()
+            .tls_backend_preconfigured(tls.clone())
+            .build()
+            .unwrap()
+    });
+    // The same client with the broker's default timeouts: reqwest arms a
+    // timer per request for the total timeout.
+    let bare_timed = rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
             .tls_backend_preconfigured(tls)
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
             .build()
             .unwrap()
     });
@@ -106,6 +118,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("bare_reqwest_get", |b| {
         b.to_async(&rt).iter(|| async {
             let r = bare.get(&bare_url).send().await.unwrap();
+            let body = r.bytes().await.unwrap();
+            black_box(body.len())
+        })
+    });
+    g.bench_function("bare_reqwest_get_with_timeouts", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = bare_timed.get(&bare_url).send().await.unwrap();
             let body = r.bytes().await.unwrap();
             black_box(body.len())
         })
