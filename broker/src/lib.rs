@@ -4,7 +4,8 @@
 //! `mxp_actors::gate::Grant`: the gate decided, a capability token proves
 //! it, the enforcer verified it. The checks each tool makes before acting
 //! are pure functions here, tested without I/O; the tools around them are
-//! thin: [`addr`] (the address rules of `http.fetch`), [`fs`] (the jailed
+//! thin: [`addr`] (the address rules of `http.fetch`), [`http`] (the
+//! SSRF-proof `http.fetch` core), [`fs`] (the jailed
 //! file operations), [`shell`] (the jailed `shell.exec`), [`secret`]
 //! (secrets by reference) and [`outcome`] (what happened to each effect).
 //! [`Broker::run`] is the one path every brokered act takes; [`tools`] are
@@ -14,6 +15,7 @@
 pub mod addr;
 mod broker;
 pub mod fs;
+pub mod http;
 pub mod outcome;
 pub mod secret;
 pub mod shell;
