@@ -8,7 +8,8 @@
 //! To invoke an entry point the runner calls `alloc(input.len())`, copies the
 //! input there, and calls the entry point with `(ptr, len)`. The entry point
 //! returns either a non-negative i64 packing the output as
-//! `(ptr << 32) | len` (both unsigned 32-bit), or a negative code of the
+//! `(ptr << 32) | len` (`len` unsigned 32-bit, `ptr` below 2^31, which any
+//! pointer into a memory of at most 256 MiB is), or a negative code of the
 //! skill's own, reported as [`crate::SkillError::SkillFailed`].
 //!
 //! The only import allowed is
@@ -73,10 +74,12 @@ mod tests {
 
     #[test]
     fn pack_round_trips_the_full_u32_range() {
-        for (p, l) in [(0, 0), (1, 2), (u32::MAX, u32::MAX), (0x8000_0000, 7)] {
+        for (p, l) in [(0, 0), (1, 2), (0x7FFF_FFFF, u32::MAX), (0x0FFF_0000, 7)] {
             assert_eq!(unpack(pack(p, l)), Some((p, l)));
         }
         assert_eq!(unpack(-1), None);
+        // A pointer at or above 2 GiB packs negative: not an output (memory is at most 256 MiB).
+        assert_eq!(unpack(pack(0x8000_0000, 7)), None);
     }
 
     #[test]
