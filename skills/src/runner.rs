@@ -396,7 +396,15 @@ fn run_in(
         }
         .into());
     }
-    let instance = loaded.pre.instantiate(&mut *store).map_err(Stop::Wasm)?;
+    let instance = match loaded.pre.instantiate(&mut *store) {
+        Ok(instance) => instance,
+        // A trap in a start function or a memory over the cap: classified as such.
+        Err(e) if e.downcast_ref::<Trap>().is_some() || store.data().memory_cap_hit => {
+            return Err(Stop::Wasm(e));
+        }
+        // Otherwise wasmtime could not allocate the instance (for example the pool is full).
+        Err(e) => return Err(engine_error(&e).into()),
+    };
     let entry: TypedFunc<(i32, i32), i64> =
         instance.get_typed_func(&mut *store, export).map_err(|e| {
             bad_abi(format!(

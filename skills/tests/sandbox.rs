@@ -403,3 +403,68 @@ fn a_manifest_memory_above_the_runner_is_refused_at_load() {
         "{err}"
     );
 }
+
+/// A host that, during a tool call, tries to run another skill on the same runner.
+struct Reentrant {
+    runner: std::sync::Arc<std::sync::OnceLock<SkillRunner>>,
+    seen: std::sync::Arc<std::sync::Mutex<Option<Result<Vec<u8>, String>>>>,
+}
+
+impl SkillHost for Reentrant {
+    fn call_tool(
+        &mut self,
+        _tool: &str,
+        _args: &[u8],
+    ) -> Result<Vec<u8>, mxp_skills::HostCallError> {
+        let runner = self.runner.get().unwrap();
+        let inner = runner.invoke("echo", "run", b"inner", &mut deny_all());
+        let outcome = match inner {
+            Ok(out) => Ok(out.bytes),
+            Err(SkillError::Engine { reason }) => Err(reason),
+            Err(other) => Err(format!("unexpected: {other}")),
+        };
+        *self.seen.lock().unwrap() = Some(outcome);
+        Ok(b"done".to_vec())
+    }
+}
+
+#[test]
+fn a_full_pool_refuses_another_instance_with_an_engine_error() {
+    let d = dirs();
+    let mut runner = SkillRunner::new(RunnerConfig {
+        max_instances: 1,
+        max_memory_bytes: 1 << 20,
+    })
+    .unwrap();
+    for (name, wat, tools) in [
+        ("reader", reader_wat(), &["fs.read"][..]),
+        ("echo", echo_wat(), &[][..]),
+    ] {
+        let hash = write_skill(&d.skills, name, &wat, tools, &default_limits());
+        runner
+            .load(
+                supply::load(&d.skills.join(name), &pins(&[(name, &hash)]), &d.quarantine).unwrap(),
+            )
+            .unwrap();
+    }
+    let cell = std::sync::Arc::new(std::sync::OnceLock::new());
+    cell.set(runner).unwrap();
+    let seen = std::sync::Arc::default();
+    let mut host: Box<dyn SkillHost> = Box::new(Reentrant {
+        runner: cell.clone(),
+        seen: std::sync::Arc::clone(&seen),
+    });
+    let runner = cell.get().unwrap();
+    let out = runner.invoke("reader", "fetch", b"", &mut host).unwrap();
+    assert_eq!(out.bytes, b"done");
+    let inner = seen.lock().unwrap().clone().expect("the host was called");
+    assert!(
+        inner.is_err(),
+        "the single pool slot was taken, yet the inner skill ran: {inner:?}"
+    );
+    // With the outer skill finished the slot is free again.
+    let out = runner
+        .invoke("echo", "run", b"after", &mut deny_all())
+        .unwrap();
+    assert_eq!(out.bytes, b"after");
+}
