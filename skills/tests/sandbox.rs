@@ -404,10 +404,13 @@ fn a_manifest_memory_above_the_runner_is_refused_at_load() {
     );
 }
 
+/// What the inner invocation of [`Reentrant`] gave: output, or the Engine error's reason.
+type Seen = std::sync::Arc<std::sync::Mutex<Option<Result<Vec<u8>, String>>>>;
+
 /// A host that, during a tool call, tries to run another skill on the same runner.
 struct Reentrant {
     runner: std::sync::Arc<std::sync::OnceLock<SkillRunner>>,
-    seen: std::sync::Arc<std::sync::Mutex<Option<Result<Vec<u8>, String>>>>,
+    seen: Seen,
 }
 
 impl SkillHost for Reentrant {
@@ -416,14 +419,21 @@ impl SkillHost for Reentrant {
         _tool: &str,
         _args: &[u8],
     ) -> Result<Vec<u8>, mxp_skills::HostCallError> {
-        let runner = self.runner.get().unwrap();
+        let Some(runner) = self.runner.get() else {
+            return Err(mxp_skills::HostCallError::Failed {
+                tool: "fs.read".into(),
+                reason: "no runner".into(),
+            });
+        };
         let inner = runner.invoke("echo", "run", b"inner", &mut deny_all());
         let outcome = match inner {
             Ok(out) => Ok(out.bytes),
             Err(SkillError::Engine { reason }) => Err(reason),
             Err(other) => Err(format!("unexpected: {other}")),
         };
-        *self.seen.lock().unwrap() = Some(outcome);
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(outcome);
+        }
         Ok(b"done".to_vec())
     }
 }
