@@ -248,7 +248,7 @@ impl SkillRunner {
         Ok(())
     }
 
-    /// The manifests of the loaded skills, by name.
+    /// The manifests of the loaded skills, in no particular order.
     pub fn manifests(&self) -> impl Iterator<Item = &Manifest> {
         self.skills.values().map(|l| &l.manifest)
     }
