@@ -144,21 +144,27 @@ impl Broker {
         let tracked = effect != EffectClass::ReadOnly;
         let ledger = self.ledger.as_ref().filter(|_| tracked);
         let started = now_ms();
-        let key = match &named {
-            Some(k) => {
-                let i = grant.intent();
-                let session = i.session.as_ref().ok_or_else(|| ToolError::Refused {
-                    tool: tool.into(),
-                    reason: "an idempotency key needs a session".into(),
-                })?;
-                IdempotencyKey::named(&i.agent, session, tool, k)
-            }
-            None => {
-                let t = grant.token();
-                IdempotencyKey::of_nonce(t.issuer().as_bytes(), &t.nonce().0)
-            }
+        // Only effects have keys: a read needs none on its path.
+        let key = if !tracked {
+            None
+        } else {
+            Some(match &named {
+                Some(k) => {
+                    let i = grant.intent();
+                    let session = i.session.as_ref().ok_or_else(|| ToolError::Refused {
+                        tool: tool.into(),
+                        reason: "an idempotency key needs a session".into(),
+                    })?;
+                    IdempotencyKey::named(&i.agent, session, tool, k)
+                }
+                None => {
+                    let t = grant.token();
+                    IdempotencyKey::of_nonce(t.issuer().as_bytes(), &t.nonce().0)
+                }
+            })
         };
-        if let Some(l) = ledger {
+        let shown = key.map(|k| k.to_string()).unwrap_or_default();
+        if let (Some(l), Some(key)) = (ledger, key) {
             match l
                 .begin(key, tool, started)
                 .map_err(|e| ToolError::Refused {
@@ -172,21 +178,21 @@ impl Broker {
                         .unwrap_or(Value::Null);
                     return Ok(serde_json::json!({
                         "idempotent_replay": true,
-                        "key": key.to_string(),
+                        "key": shown,
                         "output": output,
                     }));
                 }
             }
         }
         let finish = |outcome: Outcome, output: Option<Vec<u8>>| -> Result<(), ToolError> {
-            match ledger {
-                Some(l) => l
+            match (ledger, key) {
+                (Some(l), Some(key)) => l
                     .finish(key, tool, started, outcome, output, now_ms())
                     .map_err(|e| ToolError::InDoubt {
                         tool: tool.into(),
                         reason: format!("{e} (key {key})"),
                     }),
-                None => Ok(()),
+                _ => Ok(()),
             }
         };
         let resolved = match resolve(&args, &self.secrets) {
@@ -200,7 +206,7 @@ impl Broker {
         let ran = tokio::time::timeout(limits.timeout, act.act(resolved.args())).await;
         let result = match ran {
             Err(_elapsed) if tracked => Err(ActError::InDoubt(format!(
-                "no answer within {} ms; the effect may have happened (key {key})",
+                "no answer within {} ms; the effect may have happened (key {shown})",
                 limits.timeout.as_millis()
             ))),
             Err(_elapsed) => Err(ActError::Failed(format!(
@@ -213,14 +219,14 @@ impl Broker {
             Ok(mut out) => {
                 self.redactor.redact_value(&mut out);
                 let bytes = serde_json::to_vec(&out).unwrap_or_default();
-                finish(Outcome::Landed, Some(bytes.clone()))?;
-                if bytes.len() > limits.max_output_bytes {
+                let len = bytes.len();
+                finish(Outcome::Landed, Some(bytes))?;
+                if len > limits.max_output_bytes {
                     return Err(ToolError::Failed {
                         tool: tool.into(),
                         reason: format!(
                             "its output of {} bytes is over the limit of {} (the act itself completed)",
-                            bytes.len(),
-                            limits.max_output_bytes
+                            len, limits.max_output_bytes
                         ),
                     });
                 }

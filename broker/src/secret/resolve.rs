@@ -4,18 +4,17 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use zeroize::Zeroize;
 
-use super::{Redactor, SECRET_REF_KEY, SecretError, SecretName, SecretStore};
+use super::{SECRET_REF_KEY, SecretError, SecretName, SecretStore};
 
 /// Deepest argument nesting walked.
 pub const MAX_DEPTH: usize = 64;
 
-/// Arguments with their secret references replaced by values, and the
-/// [`Redactor`] for those values. Every string of the arguments is wiped
-/// when this is dropped.
+/// Arguments with their secret references replaced by values (the broker
+/// redacts with a [`super::Redactor`] over every secret it holds). Every
+/// string of the arguments is wiped when this is dropped.
 pub struct Resolved {
     args: Value,
     used: Vec<SecretName>,
-    redactor: Redactor,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -35,11 +34,6 @@ impl Resolved {
     /// The secrets referenced, in order of first use.
     pub fn used(&self) -> &[SecretName] {
         &self.used
-    }
-
-    /// Redacts the used secrets' values.
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
     }
 }
 
@@ -77,16 +71,7 @@ fn reference(v: &Value) -> Result<Option<&str>, SecretError> {
 pub fn resolve(args: &Value, store: &SecretStore) -> Result<Resolved, SecretError> {
     let mut used: Vec<SecretName> = Vec::new();
     let args = walk(args, store, &mut used, 0)?;
-    let redactor = Redactor::new(used.iter().filter_map(|n| {
-        store
-            .get(n.as_str())
-            .map(|v| (n.as_str(), v.expose_secret()))
-    }));
-    Ok(Resolved {
-        args,
-        used,
-        redactor,
-    })
+    Ok(Resolved { args, used })
 }
 
 fn walk(
@@ -162,7 +147,8 @@ mod tests {
         assert!(!format!("{r:?}").contains("CANARY"));
         assert!(has_reference(&args));
         assert!(!has_reference(&json!({"a": {"b": 1}})));
-        let (out, rep) = r.redactor().redact_string("got tok-CANARY-123".into());
+        let red = crate::secret::Redactor::new([("TOKEN", "tok-CANARY-123")]);
+        let (out, rep) = red.redact_string("got tok-CANARY-123".into());
         assert_eq!(out, "got [redacted:TOKEN]");
         assert_eq!(rep.count, 1);
     }
