@@ -13,10 +13,12 @@
 //!   Merkle proofs, C2SP signed checkpoints and cosignatures.
 //! * [`approval`]: pending approvals, votes, single use, expiry, and their store encoding.
 //! * [`budget`]: per-agent and per-session budgets and rate limits in fixed windows.
+//! * [`flow`]: the flow rule: which labelled data (file reads, secrets) reaches a tool's arguments.
 #![forbid(unsafe_code)]
 
 pub mod approval;
 pub mod audit;
 pub mod budget;
+pub mod flow;
 pub mod policy;
 pub mod token;

@@ -18,8 +18,10 @@
 //!   `Mxp::Action::"tool"`), and the node control methods by name
 //!   (`Mxp::Action::"agent.suspend"`, …; the three `agent.*` are in
 //!   `Mxp::Action::"lifecycle"`);
+//!   and `Mxp::Action::"flow"` for labelled data reaching a sink
+//!   ([`crate::flow`]);
 //! * resources: `Mxp::Node`, `Mxp::Agent`, `Mxp::Path`, `Mxp::Host`,
-//!   `Mxp::Skill`, `Mxp::Approval` ([`Resource`]);
+//!   `Mxp::Skill`, `Mxp::Approval`, `Mxp::Source` ([`Resource`]);
 //! * context: [`RequestContext`].
 //!
 //! Pure and synchronous: time is an input, and the only I/O is
@@ -52,8 +54,8 @@ pub use load::{
     Summary, check, read_policy_dir,
 };
 pub use request::{
-    Action, Arguments, Control, EffectClass, MAX_ARGS_BYTES, MAX_ARGS_DEPTH, MAX_ARGS_VALUES,
-    MAX_TOOL_NAME, Request, RequestContext, Resource, Zone,
+    Action, Arguments, Control, EffectClass, FLOW_ACTION, MAX_ARGS_BYTES, MAX_ARGS_DEPTH,
+    MAX_ARGS_VALUES, MAX_TOOL_NAME, Request, RequestContext, Resource, Zone,
 };
 pub use schema::{DEFAULT_FILES, SCHEMA};
 

@@ -167,6 +167,7 @@ struct Types {
     host: EntityTypeName,
     skill: EntityTypeName,
     approval: EntityTypeName,
+    source: EntityTypeName,
     action: EntityTypeName,
     /// `Mxp::Action::"tool"`, the parent of tool actions not in the schema.
     tool_group: EntityUid,
@@ -189,6 +190,7 @@ impl Types {
             host: t("Mxp::Host")?,
             skill: t("Mxp::Skill")?,
             approval: t("Mxp::Approval")?,
+            source: t("Mxp::Source")?,
         })
     }
 
@@ -437,6 +439,25 @@ impl PolicyEngine {
                 uid
             }
             Resource::Approval(a) => Types::uid(&t.approval, a),
+            Resource::Source(f) => {
+                let uid = Types::uid(&t.source, &f.entity_id());
+                let step = f.step.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1);
+                let attrs = HashMap::from([
+                    (
+                        "kind".to_owned(),
+                        RestrictedExpression::new_string(f.kind.name().to_owned()),
+                    ),
+                    (
+                        "name".to_owned(),
+                        RestrictedExpression::new_string(f.name.clone()),
+                    ),
+                    ("step".to_owned(), RestrictedExpression::new_long(step)),
+                ]);
+                let entity = Entity::new(uid.clone(), attrs, HashSet::new())
+                    .map_err(|e| RequestError::Entities(e.to_string()))?;
+                extra.push(entity);
+                uid
+            }
         };
 
         let action_id = req.action.as_str();
@@ -504,34 +525,44 @@ impl PolicyEngine {
             .approvers
             .iter()
             .map(|p| RestrictedExpression::new_string(p.to_string()));
-        let context = Context::from_pairs([
-            ("args".to_owned(), ctx.args.expression().clone()),
+        let sink = ctx.sink.as_ref().map(|s| {
             (
-                "session".to_owned(),
-                RestrictedExpression::new_string(ctx.session.as_str().to_owned()),
-            ),
-            (
-                "zone".to_owned(),
-                RestrictedExpression::new_string(ctx.zone.name().to_owned()),
-            ),
-            (
-                "budget_spent".to_owned(),
-                RestrictedExpression::new_long(ctx.budget_spent),
-            ),
-            ("now".to_owned(), RestrictedExpression::new_long(ctx.now)),
-            (
-                "effect".to_owned(),
-                RestrictedExpression::new_string(ctx.effect.name().to_owned()),
-            ),
-            (
-                "approved".to_owned(),
-                RestrictedExpression::new_bool(ctx.approved),
-            ),
-            (
-                "approvers".to_owned(),
-                RestrictedExpression::new_set(approvers),
-            ),
-        ])
+                "sink".to_owned(),
+                RestrictedExpression::new_string(s.clone()),
+            )
+        });
+        let context = Context::from_pairs(
+            [
+                ("args".to_owned(), ctx.args.expression().clone()),
+                (
+                    "session".to_owned(),
+                    RestrictedExpression::new_string(ctx.session.as_str().to_owned()),
+                ),
+                (
+                    "zone".to_owned(),
+                    RestrictedExpression::new_string(ctx.zone.name().to_owned()),
+                ),
+                (
+                    "budget_spent".to_owned(),
+                    RestrictedExpression::new_long(ctx.budget_spent),
+                ),
+                ("now".to_owned(), RestrictedExpression::new_long(ctx.now)),
+                (
+                    "effect".to_owned(),
+                    RestrictedExpression::new_string(ctx.effect.name().to_owned()),
+                ),
+                (
+                    "approved".to_owned(),
+                    RestrictedExpression::new_bool(ctx.approved),
+                ),
+                (
+                    "approvers".to_owned(),
+                    RestrictedExpression::new_set(approvers),
+                ),
+            ]
+            .into_iter()
+            .chain(sink),
+        )
         .map_err(|e| RequestError::Context(e.to_string()))?;
 
         let request = cedar_policy::Request::new(principal, action, resource, context, None)

@@ -10,6 +10,7 @@ use mxp_protocol::{AgentId, Fingerprint, PrincipalId, SessionId};
 use serde_json::Value;
 
 use super::error::{ActionError, ArgumentsError};
+use crate::flow::FlowSource;
 
 /// The deepest nesting of an intent's arguments (the top-level object is
 /// depth 1).
@@ -21,6 +22,8 @@ pub const MAX_ARGS_VALUES: usize = 1024;
 pub const MAX_ARGS_BYTES: usize = 64 * 1024;
 /// The longest tool name, in bytes.
 pub const MAX_TOOL_NAME: usize = 64;
+/// The action id of a flow decision.
+pub const FLOW_ACTION: &str = "flow";
 
 /// A node control method: the actions that are not tool calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,6 +104,12 @@ impl Action {
         }
     }
 
+    /// The flow of labelled data into a sink (`Mxp::Action::"flow"`,
+    /// resource an `Mxp::Source`, `context.sink` the sink tool).
+    pub fn flow() -> Action {
+        Action(FLOW_ACTION.to_owned())
+    }
+
     /// A node control method.
     pub fn control(control: Control) -> Action {
         Action(control.name().to_owned())
@@ -133,6 +142,9 @@ impl FromStr for Action {
     fn from_str(s: &str) -> Result<Action, ActionError> {
         if let Some(name) = s.strip_prefix("tool:") {
             return Action::tool(name);
+        }
+        if s == FLOW_ACTION {
+            return Ok(Action::flow());
         }
         Control::ALL
             .iter()
@@ -170,6 +182,7 @@ impl fmt::Debug for Action {
 /// | `Host` | `Mxp::Host` | the host | `name` |
 /// | `Skill` | `Mxp::Skill` | the skill | `name` |
 /// | `Approval` | `Mxp::Approval` | the approval id | none |
+/// | `Source` | `Mxp::Source` | `<kind>:<name>` ([`FlowSource::entity_id`]) | `kind`, `name`, `step` (-1 for none) |
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Resource {
@@ -191,6 +204,8 @@ pub enum Resource {
     Skill(String),
     /// A pending approval.
     Approval(String),
+    /// Where labelled data came from (flow decisions).
+    Source(FlowSource),
 }
 
 impl Resource {
@@ -203,6 +218,7 @@ impl Resource {
             Resource::Host(_) => "Host",
             Resource::Skill(_) => "Skill",
             Resource::Approval(_) => "Approval",
+            Resource::Source(_) => "Source",
         }
     }
 
@@ -218,6 +234,7 @@ impl Resource {
             Resource::Path(s) | Resource::Host(s) | Resource::Skill(s) | Resource::Approval(s) => {
                 s.clone()
             }
+            Resource::Source(f) => f.entity_id(),
         }
     }
 }
@@ -404,6 +421,7 @@ fn convert(
 /// | `effect` | String | [`EffectClass::name`] |
 /// | `approved` | Bool | [`approved_by`](Self::approved_by) |
 /// | `approvers` | Set&lt;String&gt; | the approvers' PrincipalId text |
+/// | `sink` | String, optional | flow decisions only: the tool the data would reach ([`with_sink`](Self::with_sink)) |
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub(crate) args: Arguments,
@@ -414,6 +432,7 @@ pub struct RequestContext {
     pub(crate) effect: EffectClass,
     pub(crate) approved: bool,
     pub(crate) approvers: Vec<PrincipalId>,
+    pub(crate) sink: Option<String>,
 }
 
 impl RequestContext {
@@ -428,7 +447,20 @@ impl RequestContext {
             effect,
             approved: false,
             approvers: Vec::new(),
+            sink: None,
         }
+    }
+
+    /// For a flow decision: the tool the labelled data would reach.
+    #[must_use]
+    pub fn with_sink(mut self, tool: &str) -> Self {
+        self.sink = Some(tool.to_owned());
+        self
+    }
+
+    /// The sink of a flow decision.
+    pub fn sink(&self) -> Option<&str> {
+        self.sink.as_deref()
     }
 
     /// With these arguments.
