@@ -583,7 +583,7 @@ mod tests {
                 "{start}"
             );
         }
-        let mut changed = text[10..10 + MIN_MATCH].as_bytes().to_vec();
+        let mut changed = text.as_bytes()[10..10 + MIN_MATCH].to_vec();
         changed[7] = b'Z';
         let changed = String::from_utf8(changed).unwrap();
         assert!(flows_into(&json!({ "u": changed }), &labelled, FlowMode::Content).is_empty());
