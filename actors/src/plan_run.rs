@@ -11,9 +11,15 @@
 //! output (the executor gates and performs the intent), or nothing because
 //! it is done. It holds no I/O and no clock, so the same inputs (the
 //! planner's answers and the recorded outputs) replay to the same answer.
+//!
+//! It also carries the flow labels of the run: a step's output may carry
+//! the sources of its data (a file read, data derived from one), and
+//! [`PlanRun::flows_into`] says which of them reach a later step's
+//! arguments (`mxp_governance::flow`).
 
 use std::collections::VecDeque;
 
+use mxp_governance::flow::{FlowMode, FlowSource, Labelled, flows_into};
 use mxp_protocol::CallBody;
 use serde_json::{Value, json};
 
@@ -65,6 +71,8 @@ enum State {
 pub struct PlanRun {
     call: CallBody,
     done: Vec<StepResult>,
+    /// The sources each done step's output carries (parallel to `done`).
+    labels: Vec<Vec<FlowSource>>,
     queue: VecDeque<PlanStep>,
     state: State,
 }
@@ -75,6 +83,7 @@ impl PlanRun {
         PlanRun {
             call,
             done: Vec::new(),
+            labels: Vec::new(),
             queue: VecDeque::new(),
             state: State::Planning,
         }
@@ -139,12 +148,53 @@ impl PlanRun {
     /// # Errors
     /// [`PlanRunError::NoStep`] if no step was in progress.
     pub fn complete(&mut self, output: Value) -> Result<(), PlanRunError> {
+        self.complete_labelled(output, Vec::new())
+    }
+
+    /// Feeds the output of the step [`PlanRun::next`] yielded, with the
+    /// sources its data carries (empty: none).
+    ///
+    /// # Errors
+    /// [`PlanRunError::NoStep`] if no step was in progress.
+    pub fn complete_labelled(
+        &mut self,
+        output: Value,
+        sources: Vec<FlowSource>,
+    ) -> Result<(), PlanRunError> {
         if self.state != State::Running {
             return Err(PlanRunError::NoStep);
         }
         let step = self.queue.pop_front().ok_or(PlanRunError::NoStep)?;
         self.done.push(StepResult { step, output });
+        self.labels.push(sources);
         Ok(())
+    }
+
+    /// The index (from 0) the step in progress, or the next one, has.
+    pub fn step_index(&self) -> usize {
+        self.done.len()
+    }
+
+    /// The sources step `index`'s output carries.
+    pub fn labels(&self, index: usize) -> &[FlowSource] {
+        self.labels.get(index).map_or(&[], Vec::as_slice)
+    }
+
+    /// The sources whose data reaches `args` (a step about to run): the
+    /// secrets it references and the labelled outputs it holds (or, in
+    /// [`FlowMode::Run`], every labelled output so far).
+    pub fn flows_into(&self, args: &Value, mode: FlowMode) -> Vec<FlowSource> {
+        let labelled: Vec<Labelled<'_>> = self
+            .done
+            .iter()
+            .zip(&self.labels)
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(r, l)| Labelled {
+                sources: l,
+                output: &r.output,
+            })
+            .collect();
+        flows_into(args, &labelled, mode)
     }
 
     /// The answer, once [`PlanRun::next`] says [`Next::Done`]; `None` before.
@@ -228,6 +278,38 @@ mod tests {
             .planned(PlannerStep::Finish(Some(json!("x"))))
             .unwrap();
         assert_eq!(explicit.next(), Next::Done(&json!("x")));
+    }
+
+    #[test]
+    fn labels_follow_outputs_into_later_arguments() {
+        let secret = "the launch code is 0000-1111-2222-3333";
+        let mut run = PlanRun::new(CallBody::new("m", Value::Null));
+        run.planned(PlannerStep::Steps(vec![
+            step("echo", json!("hello there, general")),
+            step("fs.read", json!({"path": "code.txt"})),
+        ]))
+        .unwrap();
+        run.complete(json!("hello there, general")).unwrap();
+        assert_eq!(run.step_index(), 1);
+        run.complete_labelled(
+            json!({ "content": secret }),
+            vec![FlowSource::file("code.txt", 1)],
+        )
+        .unwrap();
+        assert_eq!(run.labels(1), &[FlowSource::file("code.txt", 1)]);
+        assert!(run.labels(0).is_empty() && run.labels(9).is_empty());
+        let leak = json!({"url": format!("https://x.example/?c={secret}")});
+        assert_eq!(
+            run.flows_into(&leak, FlowMode::Content),
+            vec![FlowSource::file("code.txt", 1)]
+        );
+        // Unlabelled data (step 0's output) is no flow.
+        let fine = json!({"url": "https://x.example/?c=hello there, general"});
+        assert!(run.flows_into(&fine, FlowMode::Content).is_empty());
+        assert_eq!(
+            run.flows_into(&fine, FlowMode::Run),
+            vec![FlowSource::file("code.txt", 1)]
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+use mxp_governance::flow::FlowSource;
 use mxp_governance::policy::{
     Action, Arguments, Outcome, PolicyEngine, PolicyLoadError, Request, RequestContext, Resource,
     Zone,
@@ -78,6 +79,42 @@ impl Policy for CedarPolicy {
             Err(why) => Outcome::deny(vec![why], None),
         }
     }
+
+    fn decide_flow(&self, intent: &Intent, source: &FlowSource, facts: &Facts) -> Outcome {
+        match flow_request(intent, source, facts, self.zone) {
+            Ok(request) => self.engine.decide(&request),
+            Err(why) => Outcome::deny(vec![why], None),
+        }
+    }
+}
+
+/// The Cedar request asking whether labelled data from `source` may reach
+/// `intent`'s arguments: action `flow`, resource the `Mxp::Source`, the
+/// sink's arguments and effect in the context and its name in
+/// `context.sink`.
+///
+/// # Errors
+/// A sentence naming what does not fit (the arguments).
+pub fn flow_request(
+    intent: &Intent,
+    source: &FlowSource,
+    facts: &Facts,
+    zone: Zone,
+) -> Result<Request, String> {
+    let session = match &intent.session {
+        Some(s) => s.clone(),
+        None => SessionId::from_str(NO_SESSION).map_err(|e| e.to_string())?,
+    };
+    let args = Arguments::from_json(&intent.args).map_err(|e| format!("arguments: {e}"))?;
+    let context = RequestContext::new(session, zone, intent.effect, facts.now_unix_secs)
+        .with_args(args)
+        .with_sink(&intent.tool);
+    Ok(Request::new(
+        *intent.principal.id(),
+        Action::flow(),
+        Resource::Source(source.clone()),
+        context,
+    ))
 }
 
 /// The Cedar request for `intent`, or why there is none (a deny).

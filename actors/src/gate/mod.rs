@@ -28,6 +28,7 @@ mod approvals;
 mod budgets;
 mod cedar;
 mod denial;
+mod flow;
 mod killswitch;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
@@ -45,8 +46,9 @@ use approvals::Resolved;
 pub use approvals::{ApprovalWait, Approvals, Pending, VoteError};
 pub use budgets::Budgets;
 pub(crate) use budgets::arg_bytes;
-pub use cedar::{CedarPolicy, PolicySource, intent_request};
+pub use cedar::{CedarPolicy, PolicySource, flow_request, intent_request};
 pub use denial::{BUDGET_EXCEEDED, Denial, KILL_SWITCH, Refusal, remedy_json, remedy_text};
+pub use flow::{FLOW_NOT_PERMITTED, is_sink};
 pub use killswitch::{InFlight, InFlightGuard, KillSwitch};
 pub use mxp_governance::budget::BudgetLimits;
 pub use mxp_governance::policy::{ApprovalRequirement, Decision, Outcome, Remedy, Zone};
@@ -98,6 +100,18 @@ pub struct Facts {
 pub trait Policy: Send + Sync + 'static {
     /// The decision for `intent`, given `facts`.
     fn decide(&self, intent: &Intent, facts: &Facts) -> Outcome;
+
+    /// Whether labelled data from `source` may reach `intent`'s arguments
+    /// (the flow rule, docs/BROKER.md). Denied unless a policy says
+    /// otherwise: the default denies every flow.
+    fn decide_flow(
+        &self,
+        _intent: &Intent,
+        _source: &mxp_governance::flow::FlowSource,
+        _facts: &Facts,
+    ) -> Outcome {
+        Outcome::deny(Vec::new(), None)
+    }
 }
 
 /// How to make this machine's CLI an operator, for denial messages.
