@@ -52,6 +52,7 @@ pub use gate::{
 };
 pub use hooks::{AgentContext, AgentHooks, MessageOutcome, NoHooks};
 pub use lifecycle::{InvalidTransition, LifecycleState, Transition};
+pub use mxp_governance::flow::{FlowMode, FlowSource, SourceKind};
 pub use node::{DEFAULT_NODE_BODY_BYTES, Node, NodeError, NodeSettings, NodeStatus};
 pub use plan_run::PlanRun;
 pub use planner::{

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use mxp_governance::flow::FlowSource;
 use mxp_protocol::{AgentId, SessionId};
 use mxp_transport::Principal;
 use serde_json::Value;
@@ -100,7 +101,8 @@ pub enum ToolError {
     },
 }
 
-/// What a tool may read about the Call it serves.
+/// What a tool may read about the Call it serves, and where it says what
+/// its output carries (the flow rule).
 pub struct ToolContext<'a> {
     /// The agent whose plan runs the tool.
     pub agent: AgentId,
@@ -109,6 +111,8 @@ pub struct ToolContext<'a> {
     /// The session.
     pub session: &'a SessionId,
     status: &'a (dyn Fn() -> AgentStatus + Send + Sync),
+    step: usize,
+    labels: std::sync::Mutex<Vec<FlowSource>>,
 }
 
 impl<'a> ToolContext<'a> {
@@ -124,12 +128,41 @@ impl<'a> ToolContext<'a> {
             principal,
             session,
             status,
+            step: 0,
+            labels: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same context, for plan step `step` (from 0).
+    #[must_use]
+    pub fn at_step(mut self, step: usize) -> ToolContext<'a> {
+        self.step = step;
+        self
     }
 
     /// The agent's status now.
     pub fn status(&self) -> AgentStatus {
         (self.status)()
+    }
+
+    /// The plan step the tool runs as.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Says the tool's output carries data from `source` (a file it read,
+    /// data derived from labelled input): later steps whose arguments hold
+    /// it are subject to the flow rule.
+    pub fn label_output(&self, source: FlowSource) {
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        if !labels.contains(&source) {
+            labels.push(source);
+        }
+    }
+
+    /// The sources the output was labelled with, taken.
+    pub fn take_labels(&self) -> Vec<FlowSource> {
+        std::mem::take(&mut *self.labels.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

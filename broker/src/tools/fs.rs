@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::BoxFuture;
 use mxp_actors::gate::Grant;
-use mxp_actors::{ArgSchema, EffectClass, Tool, ToolContext, ToolError};
+use mxp_actors::{ArgSchema, EffectClass, FlowSource, Tool, ToolContext, ToolError};
 use serde_json::{Value, json};
 
 use super::args::{opt_string, string};
@@ -174,13 +174,23 @@ impl Tool for FsTool {
 
     fn execute<'a>(
         &'a self,
-        _ctx: &'a ToolContext<'a>,
+        ctx: &'a ToolContext<'a>,
         grant: Grant<'a>,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
-            self.broker
+            let out = self
+                .broker
                 .run(self.name(), self.effect(), &self.limits, &grant, self)
-                .await
+                .await;
+            // What a read returns is the file's data: it carries the file's
+            // label through the plan run (the flow rule).
+            if self.op == Op::Read
+                && out.is_ok()
+                && let Some(path) = grant.args().get("path").and_then(Value::as_str)
+            {
+                ctx.label_output(FlowSource::file(path, ctx.step()));
+            }
+            out
         })
     }
 }
