@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mxp_actors::store::{AuditLog, Store};
-use mxp_governance::audit::{
-    AuditEvent, Chain, EventData, EventKind, RecordedOutput, ToolOutcome,
-};
+use mxp_governance::audit::{AuditEvent, Chain, EventData, EventKind, RecordedOutput, ToolOutcome};
 use mxp_protocol::{AgentId, Fingerprint, PrincipalId};
 use serde_json::json;
 
@@ -116,13 +114,17 @@ fn durable_append(c: &mut Criterion) {
         let store = Store::open(&dir.path().join("mxp")).unwrap();
         let mut log = AuditLog::open(store).unwrap();
         let mut i = 0u64;
-        g.bench_with_input(BenchmarkId::new("mxp", format!("batch_{batch}")), &batch, |b, &n| {
-            b.iter(|| {
-                let events: Vec<_> = (0..n as u64).map(|k| event(i + k)).collect();
-                i += n as u64;
-                black_box(log.append_batch(events).unwrap());
-            });
-        });
+        g.bench_with_input(
+            BenchmarkId::new("mxp", format!("batch_{batch}")),
+            &batch,
+            |b, &n| {
+                b.iter(|| {
+                    let events: Vec<_> = (0..n as u64).map(|k| event(i + k)).collect();
+                    i += n as u64;
+                    black_box(log.append_batch(events).unwrap());
+                });
+            },
+        );
         let dir = scratch();
         let mut sql = SqliteLog::open(dir.path());
         let mut i = 0u64;
