@@ -18,9 +18,10 @@
 //! `internal` (retriable) and nothing acts.
 
 use mxp_governance::audit::{
-    AuditEvent, ChainHead, EventData, Record, RecordedOutput, VerifiedRange, merkle,
+    AuditEvent, ChainHead, EventData, Limits, Record, RecordedOutput, VerifiedRange, merkle,
 };
-pub use mxp_governance::audit::{EventKind, PolicyEffect, ToolOutcome};
+pub use mxp_governance::audit::{CallAnswer, EventKind, PolicyEffect, ToolOutcome};
+use mxp_governance::token::args::{ArgsDigest, args_digest};
 use mxp_protocol::{PrincipalId, SessionId};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -226,6 +227,30 @@ impl Auditor {
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// Queues `events` behind every event queued before them, waiting for
+    /// room in the writer's queue but not for the write: they become durable
+    /// with the next [`record`](Self::record) of the same task at the latest
+    /// (the writer keeps the order), so a step that records durably later
+    /// makes these durable first. Never dropped.
+    ///
+    /// # Errors
+    /// [`AuditError::Closed`] when the writer is gone.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it is ready leaves the events unqueued;
+    /// once ready they are queued and written.
+    pub async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        tx.send(Job::Append { events, done: None })
+            .await
+            .map_err(|_| AuditError::Closed)
+    }
+
     /// Appends `events` without waiting (for events of steps that cannot
     /// wait, e.g. a supervisor restarting an actor). Dropped, and counted
     /// in `mxp_audit_dropped_total`, if the writer's queue is full.
@@ -402,6 +427,86 @@ pub fn decision(
     )
 }
 
+/// The policy decision of a plan step: `decision`'s data plus what a replay
+/// needs to decide again: the arguments' digest (the token's), the effect
+/// class, and, for an allow, the facts the policy decided with (`now_s`,
+/// `budget_spent`, `approved_by`).
+pub fn step_decision(
+    effect: PolicyEffect,
+    reasons: &[String],
+    tool: &str,
+    agent: &mxp_protocol::AgentId,
+    class: crate::tool::EffectClass,
+    digest: Option<&ArgsDigest>,
+    facts: Option<&crate::gate::Facts>,
+) -> (EventKind, Value) {
+    let (kind, mut data) = decision(effect, reasons, tool, agent);
+    if let Some(map) = data.as_object_mut() {
+        if let Some(d) = digest {
+            map.insert("args_digest".into(), json!(d.to_string()));
+        }
+        map.insert("effect".into(), json!(class.name()));
+        if let Some(f) = facts {
+            map.insert("now_s".into(), json!(f.now_unix_secs));
+            map.insert("budget_spent".into(), json!(f.budget_spent));
+            if let Some(by) = &f.approved_by {
+                let by: Vec<String> = by.iter().map(ToString::to_string).collect();
+                map.insert("approved_by".into(), json!(by));
+            }
+        }
+    }
+    (kind, data)
+}
+
+/// The data of a `call_received` event: the agent, the method, the
+/// message id and the params, verbatim when the data fits the audit log's
+/// data limit (64 KiB) and nesting (32 levels), else the params' digest
+/// and length with `params_omitted` saying why (such a Call cannot be
+/// replayed).
+pub fn call_received(
+    agent: &mxp_protocol::AgentId,
+    method: &str,
+    params: &Value,
+    message_id: u64,
+) -> Value {
+    let full = json!({
+        "agent": agent.to_string(),
+        "method": method,
+        "message_id": message_id,
+        "params": params,
+    });
+    let limit = Limits::default().max_data_bytes;
+    let why = match EventData::from_value(&full) {
+        Ok(d) if d.as_bytes().len() <= limit => return full,
+        Ok(d) => format!(
+            "the call's audit data would be {} bytes, over the audit data limit of {limit}",
+            d.as_bytes().len()
+        ),
+        Err(e) => e.to_string(),
+    };
+    json!({
+        "agent": agent.to_string(),
+        "method": method,
+        "message_id": message_id,
+        "params_digest": args_digest(params).to_string(),
+        "params_len": serde_json::to_vec(params).map_or(0, |v| v.len()),
+        "params_omitted": why,
+    })
+}
+
+/// The kind of a `call_answered` event: the answer's digest (as
+/// [`args_digest`]), or the error code.
+pub fn call_answered(answer: Result<&Value, mxp_protocol::ErrorCode>) -> EventKind {
+    EventKind::CallAnswered {
+        answer: match answer {
+            Ok(v) => CallAnswer::Answered {
+                digest: *args_digest(v).as_bytes(),
+            },
+            Err(code) => CallAnswer::Failed { code: code.0 },
+        },
+    }
+}
+
 /// A tool's execution: its outcome and its output (verbatim up to
 /// [`MAX_RECORDED_OUTPUT`] bytes, else its length and digest).
 pub fn execution(outcome: ToolOutcome, output: &[u8]) -> EventKind {
@@ -454,6 +559,14 @@ pub fn record_json(r: &Record) -> Value {
         EventKind::ApprovalDecision { approved } => json!({ "approved": approved }),
         EventKind::KillSwitch { engaged } => json!({ "engaged": engaged }),
         EventKind::NodeConfig { digest } => json!({ "digest": hex(digest) }),
+        EventKind::CallAnswered { answer } => match answer {
+            CallAnswer::Answered { digest } => json!({ "answer_digest": hex(digest) }),
+            CallAnswer::Failed { code } => json!({
+                "error_code": code,
+                "error": mxp_protocol::ErrorCode(*code).name(),
+            }),
+            _ => json!({}),
+        },
         _ => json!({}),
     };
     if let (Some(k), Some(x)) = (kind.as_object_mut(), extra.as_object()) {

@@ -35,6 +35,7 @@ pub mod node;
 pub mod plan_run;
 mod planner;
 pub mod registry;
+pub mod replay;
 pub mod services;
 pub mod session;
 mod slot;

@@ -39,8 +39,8 @@ pub use chain::{
 };
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use event::{
-    AuditEvent, EventData, EventDataError, EventKind, KindTag, PolicyEffect, RecordedOutput,
-    ToolOutcome,
+    AuditEvent, CallAnswer, EventData, EventDataError, EventKind, KindTag, PolicyEffect,
+    RecordedOutput, ToolOutcome,
 };
 pub use merkle::{EMPTY_ROOT, MerkleError, MerkleLog, TreeHead};
 pub use note::{

@@ -296,8 +296,31 @@ async fn admit_and_run(
             Ok((allowed.into_intent().args, session))
         }
         Ok(MessageOutcome::Plan) => {
-            let result = drive(env, PlanRun::new(body), principal, &session, trace).await?;
-            Ok((result, session))
+            // The Call as replay needs it, queued in order before the run's
+            // first durable step; its answer is durable before it goes out.
+            let auditor = env.services.auditor();
+            let event = |kind, data| {
+                audit::event(kind, data, Some(principal.id()), Some(&session), trace.0)
+            };
+            if auditor.is_on() {
+                let data =
+                    audit::call_received(&env.shared.id, &body.method, &body.params, trace.1);
+                let received = event(audit::EventKind::CallReceived, data);
+                auditor
+                    .enqueue(vec![received])
+                    .await
+                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
+            }
+            let result = drive(env, PlanRun::new(body), principal, &session, trace).await;
+            if auditor.is_on() {
+                let kind = audit::call_answered(result.as_ref().map_err(CallFailure::code));
+                let data = json!({ "agent": env.shared.id.to_string(), "message_id": trace.1 });
+                auditor
+                    .record(vec![event(kind, data)])
+                    .await
+                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
+            }
+            Ok((result?, session))
         }
     }
 }
@@ -367,11 +390,14 @@ async fn drive(
         if auditor.is_on() {
             let a = allowed.intent();
             let who = a.principal.id();
-            let (kind, data) = audit::decision(
+            let (kind, data) = audit::step_decision(
                 audit::PolicyEffect::Allow,
                 allowed.reasons(),
                 &a.tool,
                 &a.agent,
+                a.effect,
+                Some(&digest),
+                Some(allowed.facts()),
             );
             let verified = match &granted {
                 Ok(_) => json!({ "tool": a.tool }),
@@ -453,12 +479,26 @@ async fn decide(env: &RunEnv, intent: Intent) -> Result<Allowed, CallFailure> {
             intent.session.clone(),
             intent.trace_id,
         );
-        let (tool, agent) = (intent.tool.clone(), intent.agent);
+        let (tool, agent, class) = (intent.tool.clone(), intent.agent, intent.effect);
+        // A refused step's record names its arguments by digest too (only
+        // computed when there is a record to write).
+        let digest = env
+            .services
+            .auditor()
+            .is_on()
+            .then(|| args_digest(&intent.args));
         match env.services.check(intent) {
             Ok(allowed) => return Ok(allowed),
             Err(Refusal::Denied(d)) => {
-                let (kind, data) =
-                    audit::decision(audit::PolicyEffect::Deny, &d.reasons, &tool, &agent);
+                let (kind, data) = audit::step_decision(
+                    audit::PolicyEffect::Deny,
+                    &d.reasons,
+                    &tool,
+                    &agent,
+                    class,
+                    digest.as_ref(),
+                    None,
+                );
                 env.services
                     .auditor()
                     .record(vec![audit::event(
@@ -476,11 +516,14 @@ async fn decide(env: &RunEnv, intent: Intent) -> Result<Allowed, CallFailure> {
                 pending,
                 intent: back,
             }) => {
-                let (kind, data) = audit::decision(
+                let (kind, data) = audit::step_decision(
                     audit::PolicyEffect::RequireApproval,
                     &pending.reasons,
                     &tool,
                     &agent,
+                    class,
+                    digest.as_ref(),
+                    None,
                 );
                 env.services
                     .auditor()

@@ -8,11 +8,12 @@ use mxp_governance::policy::{
     Action, Arguments, Outcome, PolicyEngine, PolicyLoadError, Request, RequestContext, Resource,
     Zone,
 };
-use mxp_protocol::{AgentId, SessionId};
+use mxp_protocol::{AgentId, PrincipalId, SessionId};
 use mxp_transport::NODE_AGENT;
 use serde_json::Value;
 
 use super::{Facts, Intent, Policy};
+use crate::tool::EffectClass;
 
 /// The session text of an intent outside any session (node control).
 const NO_SESSION: &str = "none";
@@ -70,18 +71,33 @@ impl CedarPolicy {
     pub fn engine(&self) -> &PolicyEngine {
         &self.engine
     }
+
+    /// The zone it decides in.
+    pub fn zone(&self) -> Zone {
+        self.zone
+    }
 }
 
 impl Policy for CedarPolicy {
     fn decide(&self, intent: &Intent, facts: &Facts) -> Outcome {
-        match intent_request(intent, facts, self.zone) {
-            Ok(request) => self.engine.decide(&request),
-            Err(why) => Outcome::deny(vec![why], None),
-        }
+        self.decide_view(&intent.view(), facts)
+    }
+
+    fn decide_recorded(&self, intent: &IntentView<'_>, facts: &Facts) -> Option<Outcome> {
+        Some(self.decide_view(intent, facts))
     }
 
     fn decide_flow(&self, intent: &Intent, source: &FlowSource, facts: &Facts) -> Outcome {
         match flow_request(intent, source, facts, self.zone) {
+            Ok(request) => self.engine.decide(&request),
+            Err(why) => Outcome::deny(vec![why], None),
+        }
+    }
+}
+
+impl CedarPolicy {
+    fn decide_view(&self, intent: &IntentView<'_>, facts: &Facts) -> Outcome {
+        match view_request(intent, facts, self.zone) {
             Ok(request) => self.engine.decide(&request),
             Err(why) => Outcome::deny(vec![why], None),
         }
@@ -117,15 +133,56 @@ pub fn flow_request(
     ))
 }
 
+/// What a policy decides on: an intent's description, without the proof
+/// of who asked. A live [`Intent`] gives one ([`Intent::view`]); replay and
+/// what-if build one from an audit record (the principal as recorded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntentView<'a> {
+    /// Who asked.
+    pub principal: &'a PrincipalId,
+    /// The agent acting.
+    pub agent: AgentId,
+    /// The session, if any.
+    pub session: Option<&'a SessionId>,
+    /// The tool or control method.
+    pub tool: &'a str,
+    /// Its effect class.
+    pub effect: EffectClass,
+    /// Its arguments.
+    pub args: &'a Value,
+}
+
+impl Intent {
+    /// This intent's description, for a policy.
+    pub fn view(&self) -> IntentView<'_> {
+        IntentView {
+            principal: self.principal.id(),
+            agent: self.agent,
+            session: self.session.as_ref(),
+            tool: &self.tool,
+            effect: self.effect,
+            args: &self.args,
+        }
+    }
+}
+
 /// The Cedar request for `intent`, or why there is none (a deny).
 ///
 /// # Errors
 /// A sentence naming what does not fit: the tool name, the arguments.
 pub fn intent_request(intent: &Intent, facts: &Facts, zone: Zone) -> Result<Request, String> {
+    view_request(&intent.view(), facts, zone)
+}
+
+/// The Cedar request for an intent's description, or why there is none.
+///
+/// # Errors
+/// As [`intent_request`].
+pub fn view_request(intent: &IntentView<'_>, facts: &Facts, zone: Zone) -> Result<Request, String> {
     let node = facts.node;
     let (action, resource) = if intent.agent == NODE_AGENT {
-        let action = Action::from_str(&intent.tool).map_err(|e| e.to_string())?;
-        let resource = match intent.tool.as_str() {
+        let action = Action::from_str(intent.tool).map_err(|e| e.to_string())?;
+        let resource = match intent.tool {
             "agent.suspend" | "agent.resume" | "agent.retire" => {
                 let agent = intent
                     .args
@@ -150,28 +207,23 @@ pub fn intent_request(intent: &Intent, facts: &Facts, zone: Zone) -> Result<Requ
         (action, resource)
     } else {
         (
-            Action::tool(&intent.tool).map_err(|e| e.to_string())?,
+            Action::tool(intent.tool).map_err(|e| e.to_string())?,
             Resource::Agent {
                 agent: intent.agent,
                 node,
             },
         )
     };
-    let session = match &intent.session {
+    let session = match intent.session {
         Some(s) => s.clone(),
         None => SessionId::from_str(NO_SESSION).map_err(|e| e.to_string())?,
     };
-    let args = Arguments::from_json(&intent.args).map_err(|e| format!("arguments: {e}"))?;
+    let args = Arguments::from_json(intent.args).map_err(|e| format!("arguments: {e}"))?;
     let mut context = RequestContext::new(session, zone, intent.effect, facts.now_unix_secs)
         .with_args(args)
         .with_budget_spent(facts.budget_spent);
     if let Some(approvers) = &facts.approved_by {
         context = context.approved_by(approvers.clone());
     }
-    Ok(Request::new(
-        *intent.principal.id(),
-        action,
-        resource,
-        context,
-    ))
+    Ok(Request::new(*intent.principal, action, resource, context))
 }

@@ -46,7 +46,9 @@ use approvals::Resolved;
 pub use approvals::{ApprovalWait, Approvals, Pending, VoteError};
 pub use budgets::Budgets;
 pub(crate) use budgets::arg_bytes;
-pub use cedar::{CedarPolicy, PolicySource, flow_request, intent_request};
+pub use cedar::{
+    CedarPolicy, IntentView, PolicySource, flow_request, intent_request, view_request,
+};
 pub use denial::{BUDGET_EXCEEDED, Denial, KILL_SWITCH, Refusal, remedy_json, remedy_text};
 pub use flow::{FLOW_NOT_PERMITTED, is_sink};
 pub use killswitch::{InFlight, InFlightGuard, KillSwitch};
@@ -112,6 +114,15 @@ pub trait Policy: Send + Sync + 'static {
     ) -> Outcome {
         Outcome::deny(Vec::new(), None)
     }
+
+    /// The decision for a recorded intent (replay, what-if): what
+    /// [`Policy::decide`] answers for a live intent with this description.
+    /// `None`: this policy cannot decide from a description alone (the
+    /// default; [`CedarPolicy`] can).
+    fn decide_recorded(&self, intent: &IntentView<'_>, facts: &Facts) -> Option<Outcome> {
+        let _ = (intent, facts);
+        None
+    }
 }
 
 /// How to make this machine's CLI an operator, for denial messages.
@@ -125,6 +136,7 @@ pub struct Allowed {
     intent: Intent,
     token: Option<mxp_governance::token::Token>,
     reasons: Vec<String>,
+    facts: Facts,
 }
 
 impl Allowed {
@@ -146,6 +158,12 @@ impl Allowed {
     /// The capability token minted for this intent (tool intents only).
     pub fn token(&self) -> Option<&mxp_governance::token::Token> {
         self.token.as_ref()
+    }
+
+    /// The facts the policy decided with (time, budget spent, approvers):
+    /// the inputs a replay needs to decide again.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
     }
 }
 
@@ -298,6 +316,12 @@ impl Gate {
         *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 
+    /// The policy deciding now (a snapshot: a reload afterwards does not
+    /// change it).
+    pub fn current_policy(&self) -> Arc<dyn Policy> {
+        self.policy()
+    }
+
     fn policy(&self) -> Arc<dyn Policy> {
         self.inner
             .policy
@@ -398,6 +422,7 @@ impl Gate {
             intent,
             token,
             reasons: outcome.reasons,
+            facts,
         })
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct NodeAgentState {
     pub(super) policy_source: PolicySource,
     /// The zone the reloaded set decides in.
     pub(super) zone: Zone,
+    /// Replays and what-ifs running (`node::replay`).
+    pub(super) replays: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the node agent starts with (again, after a restart).
@@ -348,6 +350,9 @@ impl NodeAgentState {
                 verify,
                 prove,
             } => self.audit_read(from, limit, verify, prove, reply),
+            ControlRequest::AuditReplay | ControlRequest::PolicyWhatIf => {
+                self.replay(request.method(), &params, reply);
+            }
             ControlRequest::ApprovalsDecide { id, approve } => {
                 self.approvals_decide(id, approve, principal, reply);
             }
@@ -577,6 +582,7 @@ impl Actor for NodeAgent {
             heartbeat: a.heartbeat,
             policy_source: a.policy_source,
             zone: a.zone,
+            replays: super::replay::replay_slots(),
         };
         st.sync_local();
         Ok(st)

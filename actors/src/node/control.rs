@@ -17,7 +17,7 @@ use crate::gate::Intent;
 use crate::tool::EffectClass;
 
 /// The control methods, for error messages.
-pub const METHODS: &str = "node.status, agents.list, agent.suspend, agent.resume, agent.retire, policy.reload, killswitch.set, approvals.list, approvals.decide, audit.read";
+pub const METHODS: &str = "node.status, agents.list, agent.suspend, agent.resume, agent.retire, policy.reload, killswitch.set, approvals.list, approvals.decide, audit.read, audit.replay, policy.what_if";
 
 /// A parsed control Call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,12 @@ pub enum ControlRequest {
         /// The inclusion proof of this record instead of reading.
         prove: Option<u64>,
     },
+    /// `audit.replay` `{"session": "...", "policies": [...]?}` (its params
+    /// are parsed by `node::replay`).
+    AuditReplay,
+    /// `policy.what_if` `{"policies": [...], "since_ms": n}` (its params
+    /// are parsed by `node::replay`).
+    PolicyWhatIf,
     /// `approvals.decide` `{"id": "ap-…", "approve": bool}`.
     ApprovalsDecide {
         /// The approval.
@@ -146,6 +152,8 @@ impl ControlRequest {
                     prove,
                 });
             }
+            "audit.replay" => return Ok(ControlRequest::AuditReplay),
+            "policy.what_if" => return Ok(ControlRequest::PolicyWhatIf),
             "approvals.decide" => {
                 let id = approval_id()?
                     .ok_or_else(|| invalid("{\"id\": \"ap-…\", \"approve\": true|false}"))?;
@@ -186,6 +194,8 @@ impl ControlRequest {
             ControlRequest::KillSwitch { .. } => "killswitch.set",
             ControlRequest::ApprovalsList { .. } => "approvals.list",
             ControlRequest::AuditRead { .. } => "audit.read",
+            ControlRequest::AuditReplay => "audit.replay",
+            ControlRequest::PolicyWhatIf => "policy.what_if",
             ControlRequest::ApprovalsDecide { .. } => "approvals.decide",
             ControlRequest::Lifecycle { transition, .. } => match transition {
                 Transition::Suspend => "agent.suspend",
@@ -198,9 +208,10 @@ impl ControlRequest {
     /// The intent the gate decides for this request from `principal`.
     pub fn intent(&self, principal: Principal, trace_id: u64, message_id: u64) -> Intent {
         let (effect, args) = match self {
-            ControlRequest::NodeStatus | ControlRequest::AgentsList => {
-                (EffectClass::ReadOnly, Value::Null)
-            }
+            ControlRequest::NodeStatus
+            | ControlRequest::AgentsList
+            | ControlRequest::AuditReplay
+            | ControlRequest::PolicyWhatIf => (EffectClass::ReadOnly, Value::Null),
             ControlRequest::Lifecycle { agent, .. } => {
                 (EffectClass::Control, json!({ "agent_id": agent }))
             }

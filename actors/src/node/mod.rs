@@ -14,6 +14,7 @@ pub mod dial;
 pub mod forward;
 pub mod governed;
 mod mesh;
+pub mod replay;
 mod settings;
 mod supervisor;
 
@@ -45,6 +46,8 @@ pub(crate) struct Hosted {
     pub(crate) view: crate::AgentView,
     pub(crate) name: String,
     pub(crate) capabilities: Vec<String>,
+    /// Its planner and tools, for replay.
+    pub(crate) replay: crate::replay::ReplayAgent,
 }
 
 /// What `node.status` reports.

@@ -98,6 +98,10 @@ impl Actor for NodeSupervisor {
         let mut hosted = BTreeMap::new();
         for spec in a.agents {
             let (id, name, capabilities) = (spec.id, spec.name.clone(), spec.capabilities.clone());
+            let replay = crate::replay::ReplayAgent {
+                planner: spec.planner.clone(),
+                tools: spec.tools.clone(),
+            };
             let args = AgentArgs {
                 spec,
                 bus: a.bus.clone(),
@@ -120,6 +124,7 @@ impl Actor for NodeSupervisor {
                     view,
                     name,
                     capabilities,
+                    replay,
                 },
             );
         }

@@ -400,11 +400,15 @@ pub enum KindTag {
     PolicyReload = 10,
     /// 11
     NodeConfig = 11,
+    /// 12
+    CallReceived = 12,
+    /// 13
+    CallAnswered = 13,
 }
 
 impl KindTag {
     /// Every tag, in wire order.
-    pub const ALL: [KindTag; 11] = [
+    pub const ALL: [KindTag; 13] = [
         KindTag::PolicyDecision,
         KindTag::TokenMint,
         KindTag::TokenVerification,
@@ -416,6 +420,8 @@ impl KindTag {
         KindTag::KillSwitch,
         KindTag::PolicyReload,
         KindTag::NodeConfig,
+        KindTag::CallReceived,
+        KindTag::CallAnswered,
     ];
 
     /// The wire byte.
@@ -442,6 +448,8 @@ impl KindTag {
             KindTag::KillSwitch => "kill_switch",
             KindTag::PolicyReload => "policy_reload",
             KindTag::NodeConfig => "node_config",
+            KindTag::CallReceived => "call_received",
+            KindTag::CallAnswered => "call_answered",
         }
     }
 }
@@ -461,6 +469,7 @@ impl KindTag {
 /// | `ApprovalDecision` (8) | 1: approved (0/1) |
 /// | `KillSwitch` (9) | 1: engaged (0/1) |
 /// | `NodeConfig` (11) | 1: configuration digest (32 bytes) |
+/// | `CallAnswered` (13) | 1: status (1 answered, 2 failed); 2: answer digest (32 bytes) or error code (u16 LE) |
 /// | others | none |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -509,6 +518,33 @@ pub enum EventKind {
         /// The configuration digest.
         digest: [u8; 32],
     },
+    /// A Call reached an agent and its plan run started (the data names the
+    /// agent, the method and the params, or their digest when too large).
+    CallReceived,
+    /// A plan run's Call was answered: the answer's digest, or the error code.
+    CallAnswered {
+        /// How it was answered.
+        answer: CallAnswer,
+    },
+}
+
+/// How a Call was answered, as [`EventKind::CallAnswered`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CallAnswer {
+    /// A result: the digest of its canonical JSON (the same digest as a
+    /// token's arguments digest, `token::args::args_digest`). Wire: status
+    /// byte 1, then the 32-byte digest.
+    Answered {
+        /// The digest.
+        digest: [u8; 32],
+    },
+    /// An Error frame with this code. Wire: status byte 2, then the code
+    /// (u16 LE).
+    Failed {
+        /// The MXP error code.
+        code: u16,
+    },
 }
 
 impl EventKind {
@@ -526,6 +562,8 @@ impl EventKind {
             EventKind::KillSwitch { .. } => KindTag::KillSwitch,
             EventKind::PolicyReload => KindTag::PolicyReload,
             EventKind::NodeConfig { .. } => KindTag::NodeConfig,
+            EventKind::CallReceived => KindTag::CallReceived,
+            EventKind::CallAnswered { .. } => KindTag::CallAnswered,
         }
     }
 
@@ -563,11 +601,22 @@ impl EventKind {
             EventKind::ApprovalDecision { approved } => put_field(out, 1, &bool_byte(*approved)),
             EventKind::KillSwitch { engaged } => put_field(out, 1, &bool_byte(*engaged)),
             EventKind::NodeConfig { digest } => put_field(out, 1, digest),
+            EventKind::CallAnswered { answer } => match answer {
+                CallAnswer::Answered { digest } => {
+                    put_field(out, 1, &[1]);
+                    put_field(out, 2, digest);
+                }
+                CallAnswer::Failed { code } => {
+                    put_field(out, 1, &[2]);
+                    put_field(out, 2, &code.to_le_bytes());
+                }
+            },
             EventKind::TokenMint
             | EventKind::LifecycleChange
             | EventKind::ActorRestart
             | EventKind::ApprovalRequest
-            | EventKind::PolicyReload => {}
+            | EventKind::PolicyReload
+            | EventKind::CallReceived => {}
         }
     }
 
@@ -576,7 +625,7 @@ impl EventKind {
         let mut r = Reader::new(bytes, FIELD);
         let tag = KindTag::from_byte(r.u8()?).ok_or(DecodeError::InvalidValue {
             field: FIELD,
-            reason: "unknown event kind tag (1 to 11 are defined)",
+            reason: "unknown event kind tag (1 to 13 are defined)",
         })?;
         let kind = match tag {
             KindTag::PolicyDecision => {
@@ -666,6 +715,38 @@ impl EventKind {
                         reason: "a configuration digest is 32 bytes",
                     })?,
                 }
+            }
+            KindTag::CallReceived => EventKind::CallReceived,
+            KindTag::CallAnswered => {
+                let answer = match take_field(&mut r, 1, "audit call status", 1)? {
+                    [1] => {
+                        let digest = take_field(&mut r, 2, "audit answer digest", 32)?;
+                        CallAnswer::Answered {
+                            digest: digest.try_into().map_err(|_| DecodeError::InvalidValue {
+                                field: "audit answer digest",
+                                reason: "an answer digest is 32 bytes",
+                            })?,
+                        }
+                    }
+                    [2] => {
+                        let code = take_field(&mut r, 2, "audit error code", 2)?;
+                        let code: [u8; 2] =
+                            code.try_into().map_err(|_| DecodeError::InvalidValue {
+                                field: "audit error code",
+                                reason: "an error code is 2 bytes (u16 LE)",
+                            })?;
+                        CallAnswer::Failed {
+                            code: u16::from_le_bytes(code),
+                        }
+                    }
+                    _ => {
+                        return Err(DecodeError::InvalidValue {
+                            field: "audit call status",
+                            reason: "status is 1 answered or 2 failed",
+                        });
+                    }
+                };
+                EventKind::CallAnswered { answer }
             }
         };
         r.finish()?;
@@ -856,6 +937,64 @@ mod tests {
         );
         let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
         assert!(EventData::from_canonical_bytes(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn call_events_round_trip_and_refuse_other_forms() {
+        use crate::audit::Record;
+        let limits = Limits::default();
+        for kind in [
+            EventKind::CallReceived,
+            EventKind::CallAnswered {
+                answer: CallAnswer::Answered { digest: [7; 32] },
+            },
+            EventKind::CallAnswered {
+                answer: CallAnswer::Failed { code: 403 },
+            },
+        ] {
+            let e = AuditEvent::new(5, kind.clone(), EventData::empty());
+            let bytes = Record::new(e.clone(), [0; 32]).encode();
+            assert_eq!(Record::decode(&bytes, &limits).unwrap().event(), &e);
+        }
+        assert_eq!(KindTag::from_byte(12), Some(KindTag::CallReceived));
+        assert_eq!(KindTag::from_byte(13).unwrap().name(), "call_answered");
+        assert_eq!(KindTag::from_byte(14), None);
+        // The kind field alone: tag, then its sub-fields.
+        let decode = |bytes: &[u8]| EventKind::decode(bytes, &limits);
+        let mut ok = vec![13];
+        put_field(&mut ok, 1, &[2]);
+        put_field(&mut ok, 2, &403u16.to_le_bytes());
+        assert_eq!(
+            decode(&ok),
+            Ok(EventKind::CallAnswered {
+                answer: CallAnswer::Failed { code: 403 }
+            })
+        );
+        // A status other than 1 or 2, a digest of the wrong length, a code
+        // of the wrong length, trailing bytes, sub-fields on call_received:
+        // each refused.
+        let mut bad_status = vec![13];
+        put_field(&mut bad_status, 1, &[3]);
+        put_field(&mut bad_status, 2, &[0; 32]);
+        let mut short_digest = vec![13];
+        put_field(&mut short_digest, 1, &[1]);
+        put_field(&mut short_digest, 2, &[0; 31]);
+        let mut long_code = vec![13];
+        put_field(&mut long_code, 1, &[2]);
+        put_field(&mut long_code, 2, &[0; 3]);
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        let mut received_extra = vec![12];
+        put_field(&mut received_extra, 1, &[1]);
+        for bad in [
+            bad_status,
+            short_digest,
+            long_code,
+            trailing,
+            received_extra,
+        ] {
+            assert!(decode(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

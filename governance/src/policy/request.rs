@@ -51,11 +51,16 @@ pub enum Control {
     ApprovalsList,
     /// `audit.read`: read or verify the node's audit log.
     AuditRead,
+    /// `audit.replay`: replay a recorded session (or re-decide it under
+    /// another policy set).
+    AuditReplay,
+    /// `policy.what_if`: re-decide recorded intents under another policy set.
+    PolicyWhatIf,
 }
 
 impl Control {
     /// Every control method.
-    pub const ALL: [Control; 11] = [
+    pub const ALL: [Control; 13] = [
         Control::NodeStatus,
         Control::AgentsList,
         Control::AgentSuspend,
@@ -67,6 +72,8 @@ impl Control {
         Control::ApprovalsDecide,
         Control::ApprovalsList,
         Control::AuditRead,
+        Control::AuditReplay,
+        Control::PolicyWhatIf,
     ];
 
     /// The method name, which is also the Cedar action id.
@@ -83,6 +90,8 @@ impl Control {
             Control::ApprovalsDecide => "approvals.decide",
             Control::ApprovalsList => "approvals.list",
             Control::AuditRead => "audit.read",
+            Control::AuditReplay => "audit.replay",
+            Control::PolicyWhatIf => "policy.what_if",
         }
     }
 }

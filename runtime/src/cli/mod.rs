@@ -60,6 +60,8 @@ pub mod killswitch;
 pub mod node;
 pub mod policy;
 pub mod remote;
+pub mod replay;
+pub mod since;
 pub mod table;
 
 use mxp_protocol::ErrorCode;
@@ -81,8 +83,9 @@ const OUT_BUFFER: usize = 64 * 1024;
         using the CLI's own identity (`mxp identity`). Ask a node what it knows (`mxp agents`, \
         `mxp discover`, `mxp node status`) and, as an operator, suspend, resume or retire its \
         agents (`mxp agent`), reload its policy (`mxp policy`), flip its kill switch \
-        (`mxp killswitch`) and decide approvals (`mxp approvals`). Check a policy folder \
-        offline with `mxp policy check <dir>`.\n\n\
+        (`mxp killswitch`), decide approvals (`mxp approvals`), read the audit log (`mxp audit`), \
+        replay a recorded session (`mxp replay`) and try a policy set on history \
+        (`mxp policy what-if`). Check a policy folder offline with `mxp policy check <dir>`.\n\n\
         Examples:\n  \
         mxp frame encode --type call --message-id 42 --payload-hex 68656c6c6f | mxp frame decode\n  \
         mxp agents mxp://127.0.0.1:9000\n  \
@@ -146,6 +149,9 @@ pub enum Command {
     /// Verify and read a node's audit log, as an operator (`mxp audit verify mxp://host:port`).
     #[command(long_about = audit::LONG_ABOUT)]
     Audit(audit::AuditArgs),
+    /// Replay a recorded session on a node, or re-decide it under another policy, as an operator (`mxp replay mxp://host:port <session>`).
+    #[command(long_about = replay::LONG_ABOUT)]
+    Replay(replay::ReplayArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -291,6 +297,7 @@ pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(),
         Command::Killswitch(args) => killswitch::run(&args, out)?,
         Command::Approvals(args) => approvals::run(&args, out)?,
         Command::Audit(args) => audit::run(&args, out)?,
+        Command::Replay(args) => replay::run(&args, out)?,
     }
     flush_out(out)
 }

@@ -1,5 +1,5 @@
-//! `mxp policy check <dir>` (offline) and `mxp policy reload <node>`
-//! (operators).
+//! `mxp policy check <dir>` (offline), `mxp policy reload <node>` and
+//! `mxp policy what-if <node> --policy <dir> --since <time>` (operators).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,11 +16,16 @@ pub const LONG_ABOUT: &str = "Check a Cedar policy set offline, or make a node r
     (docs/POLICY.md). `check` needs no node: it prints the number of policies, or every \
     problem with its file, line, column and reason. `reload` asks a node (operators only) to \
     load its governance.policy_dir again and swap it in at once; a set that does not validate \
-    is refused and the old one stays.\n\n\
+    is refused and the old one stays. `what-if` (operators only) tries a set on history before \
+    it is rolled out: the node re-decides every recorded plan step of every session since \
+    --since under that set (nothing changes on the node) and lists the decisions that would \
+    change (docs/POLICY.md).\n\n\
     Examples:\n  \
     mxp policy check ./policies\n  \
-    mxp policy reload mxp://127.0.0.1:9000\n\n\
-    Exit codes: 0 success; 1 local failure; 2 bad arguments or an invalid policy set (check); \
+    mxp policy reload mxp://127.0.0.1:9000\n  \
+    mxp policy what-if mxp://127.0.0.1:9000 --policy ./new-policies --since 24h\n\n\
+    Exit codes: 0 success; 1 local failure; 2 bad arguments or an invalid policy set (check, \
+    what-if); \
     3 the node answered with an Error frame (denied, an invalid set: the message says where); \
     4 no answer within --timeout; 5 the node could not be reached.";
 
@@ -43,6 +48,21 @@ pub enum PolicyCommand {
     },
     /// Make a node load its policy folder again (operators only).
     Reload(NodeTarget),
+    /// Re-decide a node's recorded history under another policy folder and list what would change (operators only).
+    WhatIf {
+        /// The node.
+        #[command(flatten)]
+        target: NodeTarget,
+        /// The Cedar policy folder to try (validated here first, as `check` does).
+        #[arg(long, value_name = "DIR")]
+        policy: PathBuf,
+        /// From when: an RFC 3339 time (2025-06-01T12:00:00Z), unix milliseconds, or a duration ago (90s, 30m, 1h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// Print the node's report as JSON, on one line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `mxp policy ...`.
@@ -74,6 +94,31 @@ pub fn run<W: Write>(args: &PolicyArgs, out: &mut W) -> Result<(), CliError> {
                 r.get("source").and_then(Value::as_str).unwrap_or("?")
             );
             write_out(out, line.as_bytes())
+        }
+        PolicyCommand::WhatIf {
+            target,
+            policy,
+            since,
+            json: as_json,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let since_ms = super::since::parse_since(since, now)
+                .map_err(|e| CliError::Usage(format!("--since: {e}")))?;
+            let policies = super::replay::policy_files(policy)?;
+            let r = remote::call_node_agent(
+                &target.connect,
+                &target.node,
+                "policy.what_if",
+                json!({ "policies": policies, "since_ms": since_ms }),
+            )?;
+            let text = if *as_json {
+                serde_json::to_string(&r).unwrap_or_default() + "\n"
+            } else {
+                super::replay::format_what_if(&r)
+            };
+            write_out(out, text.as_bytes())
         }
     }
 }
