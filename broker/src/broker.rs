@@ -218,9 +218,16 @@ impl Broker {
         match result {
             Ok(mut out) => {
                 self.redactor.redact_value(&mut out);
-                let bytes = serde_json::to_vec(&out).unwrap_or_default();
-                let len = bytes.len();
-                finish(Outcome::Landed, Some(bytes))?;
+                // The ledger keeps an effect's output; a read needs only
+                // its size, computed without writing it out.
+                let len = if ledger.is_some() {
+                    let bytes = serde_json::to_vec(&out).unwrap_or_default();
+                    let len = bytes.len();
+                    finish(Outcome::Landed, Some(bytes))?;
+                    len
+                } else {
+                    crate::json_size::json_size(&out)
+                };
                 if len > limits.max_output_bytes {
                     return Err(ToolError::Failed {
                         tool: tool.into(),

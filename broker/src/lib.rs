@@ -16,6 +16,7 @@ pub mod addr;
 mod broker;
 pub mod fs;
 pub mod http;
+mod json_size;
 pub mod outcome;
 pub mod secret;
 pub mod shell;

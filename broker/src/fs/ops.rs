@@ -89,9 +89,11 @@ impl FsRoot {
     /// Reads a regular file inside the root.
     ///
     /// Symlinks inside the root are followed; one leading out is refused.
-    /// The file is opened non-blocking and checked with `fstat` on the
-    /// opened handle, so a FIFO, device, socket or directory is refused
-    /// even if it was swapped in after the first check.
+    /// The file is opened non-blocking (and never as a controlling
+    /// terminal) and its type is checked with `fstat` on the opened handle,
+    /// so a FIFO, device, socket or directory is refused, also one swapped
+    /// in after any earlier look, and nothing is read from it. A socket,
+    /// which cannot be opened at all, is named as one.
     ///
     /// # Errors
     ///
@@ -103,17 +105,21 @@ impl FsRoot {
     pub fn read(&self, rel: &str) -> Result<Vec<u8>, FsError> {
         let p = self.check(rel)?;
         let path = p.to_path();
-        let meta = self
-            .dir
-            .metadata(&path)
-            .map_err(|e| map_io(e, "stat", rel))?;
-        regular(rel, &meta)?;
         let mut opts = OpenOptions::new();
-        opts.read(true).custom_flags(nonblock_flag());
-        let file = self
-            .dir
-            .open_with(&path, &opts)
-            .map_err(|e| map_io(e, "open", rel))?;
+        opts.read(true).custom_flags(read_flags());
+        let file = match self.dir.open_with(&path, &opts) {
+            Ok(f) => f,
+            // A socket cannot be opened (ENXIO): name what it is.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                let meta = self
+                    .dir
+                    .metadata(&path)
+                    .map_err(|e| map_io(e, "stat", rel))?;
+                regular(rel, &meta)?;
+                return Err(map_io(e, "open", rel));
+            }
+            Err(e) => return Err(map_io(e, "open", rel)),
+        };
         let meta = file.metadata().map_err(|e| map_io(e, "stat", rel))?;
         regular(rel, &meta)?;
         let limit = self.limits.max_read_bytes;
@@ -124,7 +130,9 @@ impl FsRoot {
                 limit,
             });
         }
-        let mut buf = Vec::new();
+        // Room for the whole file and the probe for its end: no regrowth.
+        let hint = usize::try_from(meta.len().saturating_add(1)).unwrap_or(0);
+        let mut buf = Vec::with_capacity(hint);
         file.take(limit.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| map_io(e, "read", rel))?;
@@ -287,6 +295,13 @@ impl FsRoot {
 fn nonblock_flag() -> i32 {
     // The flag's bits fit an i32 on every platform rustix supports.
     i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0)
+}
+
+/// Opening to read: non-blocking (a FIFO never waits for a writer) and
+/// never as the process's controlling terminal.
+fn read_flags() -> i32 {
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    i32::try_from(flags.bits()).unwrap_or_else(|_| nonblock_flag())
 }
 
 fn regular(rel: &str, meta: &Metadata) -> Result<(), FsError> {
