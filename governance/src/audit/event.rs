@@ -400,11 +400,13 @@ pub enum KindTag {
     PolicyReload = 10,
     /// 11
     NodeConfig = 11,
+    /// 14 (12 and 13 are reserved)
+    SkillQuarantine = 14,
 }
 
 impl KindTag {
     /// Every tag, in wire order.
-    pub const ALL: [KindTag; 11] = [
+    pub const ALL: [KindTag; 12] = [
         KindTag::PolicyDecision,
         KindTag::TokenMint,
         KindTag::TokenVerification,
@@ -416,6 +418,7 @@ impl KindTag {
         KindTag::KillSwitch,
         KindTag::PolicyReload,
         KindTag::NodeConfig,
+        KindTag::SkillQuarantine,
     ];
 
     /// The wire byte.
@@ -442,6 +445,7 @@ impl KindTag {
             KindTag::KillSwitch => "kill_switch",
             KindTag::PolicyReload => "policy_reload",
             KindTag::NodeConfig => "node_config",
+            KindTag::SkillQuarantine => "skill_quarantine",
         }
     }
 }
@@ -461,7 +465,7 @@ impl KindTag {
 /// | `ApprovalDecision` (8) | 1: approved (0/1) |
 /// | `KillSwitch` (9) | 1: engaged (0/1) |
 /// | `NodeConfig` (11) | 1: configuration digest (32 bytes) |
-/// | others | none |
+/// | others (`SkillQuarantine` (14) among them) | none |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventKind {
@@ -509,6 +513,10 @@ pub enum EventKind {
         /// The configuration digest.
         digest: [u8; 32],
     },
+    /// A skill module did not match its pinned SHA-256: it was refused and
+    /// moved to quarantine (data: `name`, `expected`, `actual`,
+    /// `quarantined_to`).
+    SkillQuarantine,
 }
 
 impl EventKind {
@@ -526,6 +534,7 @@ impl EventKind {
             EventKind::KillSwitch { .. } => KindTag::KillSwitch,
             EventKind::PolicyReload => KindTag::PolicyReload,
             EventKind::NodeConfig { .. } => KindTag::NodeConfig,
+            EventKind::SkillQuarantine => KindTag::SkillQuarantine,
         }
     }
 
@@ -567,7 +576,8 @@ impl EventKind {
             | EventKind::LifecycleChange
             | EventKind::ActorRestart
             | EventKind::ApprovalRequest
-            | EventKind::PolicyReload => {}
+            | EventKind::PolicyReload
+            | EventKind::SkillQuarantine => {}
         }
     }
 
@@ -576,7 +586,7 @@ impl EventKind {
         let mut r = Reader::new(bytes, FIELD);
         let tag = KindTag::from_byte(r.u8()?).ok_or(DecodeError::InvalidValue {
             field: FIELD,
-            reason: "unknown event kind tag (1 to 11 are defined)",
+            reason: "unknown event kind tag (1 to 11 and 14 are defined)",
         })?;
         let kind = match tag {
             KindTag::PolicyDecision => {
@@ -658,6 +668,7 @@ impl EventKind {
                 engaged: decode_bool(&mut r, 1, "audit kill switch engaged")?,
             },
             KindTag::PolicyReload => EventKind::PolicyReload,
+            KindTag::SkillQuarantine => EventKind::SkillQuarantine,
             KindTag::NodeConfig => {
                 let digest = take_field(&mut r, 1, "audit config digest", 32)?;
                 EventKind::NodeConfig {
@@ -856,6 +867,26 @@ mod tests {
         );
         let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
         assert!(EventData::from_canonical_bytes(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_skill_quarantine_round_trips_and_the_reserved_tags_stay_unknown() {
+        let data = EventData::from_value(&serde_json::json!({
+            "name": "summarise", "expected": "ab", "actual": "cd", "quarantined_to": "/q/x.wasm",
+        }))
+        .unwrap();
+        let e = AuditEvent::new(5, EventKind::SkillQuarantine, data);
+        let bytes = e.canonical_encoding();
+        let mut r = Reader::new(&bytes, "test");
+        let back = AuditEvent::decode_from(&mut r, &Limits::default()).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.kind.tag().byte(), 14);
+        assert_eq!(back.kind.tag().name(), "skill_quarantine");
+        // 12 and 13 are reserved for other kinds: not decodable here.
+        for reserved in [12u8, 13] {
+            assert_eq!(KindTag::from_byte(reserved), None);
+            assert!(EventKind::decode(&[reserved], &Limits::default()).is_err());
+        }
     }
 
     #[test]
