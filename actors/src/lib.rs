@@ -43,7 +43,7 @@ pub mod tool;
 
 pub use agent::{
     AgentArgs, AgentMsg, AgentSpec, AgentStatus, AgentSupervisor, AgentSupervisorState, AgentView,
-    SupervisionPolicy,
+    GovernedCalls, SupervisionPolicy,
 };
 pub use error::{CallFailure, SettingsError};
 pub use gate::{

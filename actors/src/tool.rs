@@ -15,6 +15,7 @@ use mxp_transport::Principal;
 use serde_json::Value;
 
 use crate::AgentStatus;
+use crate::agent::step::{GovernedCalls, StepEnv};
 use crate::gate::Grant;
 
 pub use mxp_protocol::EffectClass;
@@ -109,6 +110,9 @@ pub struct ToolContext<'a> {
     /// The session.
     pub session: &'a SessionId,
     status: &'a (dyn Fn() -> AgentStatus + Send + Sync),
+    /// Where new governed intents of this Call run, with its trace and
+    /// message ids (set by the governed path; absent in a bare context).
+    governed: Option<(&'a StepEnv, (u64, u64))>,
 }
 
 impl<'a> ToolContext<'a> {
@@ -124,12 +128,29 @@ impl<'a> ToolContext<'a> {
             principal,
             session,
             status,
+            governed: None,
         }
+    }
+
+    /// This context, able to make new governed intents through `env`.
+    pub(crate) fn with_governed(mut self, env: &'a StepEnv, trace: (u64, u64)) -> ToolContext<'a> {
+        self.governed = Some((env, trace));
+        self
     }
 
     /// The agent's status now.
     pub fn status(&self) -> AgentStatus {
         (self.status)()
+    }
+
+    /// A handle to make new governed intents of this Call (same principal,
+    /// agent, session and trace), each through the gate like a plan step:
+    /// what a skill's host calls use. `None` outside the governed path
+    /// (a context made with [`ToolContext::new`] alone).
+    pub fn governed(&self) -> Option<GovernedCalls> {
+        self.governed.map(|(env, trace)| {
+            GovernedCalls::new(env, *self.principal, self.session.clone(), trace)
+        })
     }
 }
 
