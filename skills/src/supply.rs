@@ -238,18 +238,37 @@ pub fn verify(
     pins: &Pins,
     quarantine: &Path,
 ) -> Result<Vec<SkillReport>, SkillError> {
+    load_all(skills, pins, quarantine).map(|(_, reports)| reports)
+}
+
+/// Loads every skill under `skills` as [`verify`] does, keeping the
+/// verified ones for a runner: the verified skills, and a report for every
+/// skill directory and every pin without one.
+///
+/// # Errors
+///
+/// [`SkillError::Io`] if `skills` cannot be listed; per-skill failures are in the reports.
+pub fn load_all(
+    skills: &Path,
+    pins: &Pins,
+    quarantine: &Path,
+) -> Result<(Vec<VerifiedSkill>, Vec<SkillReport>), SkillError> {
+    let mut verified = Vec::new();
     let mut reports: Vec<SkillReport> = skill_dirs(skills)?
         .iter()
         .map(|dir| {
             report(dir, pins, |_| match load(dir, pins, quarantine) {
-                Ok(_) => SkillStatus::Verified,
+                Ok(skill) => {
+                    verified.push(skill);
+                    SkillStatus::Verified
+                }
                 Err(e) => SkillStatus::Refused(e),
             })
         })
         .collect();
     let absent = missing(&reports, pins);
     reports.extend(absent);
-    Ok(reports)
+    Ok((verified, reports))
 }
 
 /// `mxp skills list`: read every manifest under `skills` without hashing modules.
