@@ -2,17 +2,17 @@
 //! signals and graceful shutdown. The `mxp-node` binary is a thin `main`
 //! around [`run`].
 
+pub mod broker_config;
 pub mod config;
 pub mod http;
 mod process;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mxp_actors::{
-    AgentSpec, CedarPolicy, Gate, NoHooks, Node, NodeSettings, RulePlanner, ToolRegistry,
-};
+use mxp_actors::{AgentSpec, CedarPolicy, Gate, NoHooks, Node, NodeSettings, RulePlanner};
 use mxp_protocol::AgentId;
 use mxp_transport::{NodeIdentity, PeerId, PeerTrust};
 
@@ -63,6 +63,9 @@ pub enum RunError {
     /// The node's store cannot be opened.
     #[error("node store: {0}")]
     Store(mxp_actors::store::StoreError),
+    /// The broker's outcome ledger (in the node's store) cannot be opened.
+    #[error("outcome ledger in the node store: {0}")]
+    Ledger(mxp_broker::outcome::OutcomeError),
     /// The metrics endpoint cannot start.
     #[error("metrics endpoint on {addr} (metrics.listen): {reason}")]
     Metrics {
@@ -84,7 +87,8 @@ impl RunError {
             | RunError::Identity(_)
             | RunError::Bind { .. }
             | RunError::Policy(..)
-            | RunError::Store(_) => 2,
+            | RunError::Store(_)
+            | RunError::Ledger(_) => 2,
             RunError::Node(mxp_actors::NodeError::Transport(
                 mxp_transport::TransportError::Bind { .. },
             )) => 2,
@@ -210,30 +214,6 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
         tracing::warn!("{w}");
     }
     let peer = identity.peer_id();
-    let mut agents = Vec::new();
-    let mut specs = Vec::new();
-    let tools = Arc::new(ToolRegistry::builtin());
-    for a in &config.agents {
-        let id = a.id.unwrap_or_else(|| derive_agent_id(&peer, &a.name));
-        let planner = match &a.rules {
-            Some(rules) => {
-                RulePlanner::new(rules.clone(), &tools.names()).map_err(|e| ConfigError::Key {
-                    key: format!("agents.{}.rules", a.name),
-                    reason: e.to_string(),
-                })?
-            }
-            None => RulePlanner::default_rules(),
-        };
-        agents.push((id, a.name.clone()));
-        specs.push(AgentSpec {
-            id,
-            name: a.name.clone(),
-            capabilities: a.capabilities.clone(),
-            planner: Arc::new(planner),
-            tools: tools.clone(),
-            hooks: Arc::new(NoHooks),
-        });
-    }
     let trust = if config.node.accept_any_peer {
         PeerTrust::AnyIdentified
     } else {
@@ -259,6 +239,30 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
         .load()
         .map_err(|e| RunError::Policy(policy_source.to_string(), e))?;
     let store = mxp_actors::store::Store::open(&data.join("store")).map_err(RunError::Store)?;
+    let tools = tools::build(config, &store)?;
+    let mut agents = Vec::new();
+    let mut specs = Vec::new();
+    for (a, tools) in config.agents.iter().zip(tools.registries) {
+        let id = a.id.unwrap_or_else(|| derive_agent_id(&peer, &a.name));
+        let planner = match &a.rules {
+            Some(rules) => {
+                RulePlanner::new(rules.clone(), &tools.names()).map_err(|e| ConfigError::Key {
+                    key: format!("agents.{}.rules", a.name),
+                    reason: e.to_string(),
+                })?
+            }
+            None => RulePlanner::default_rules(),
+        };
+        agents.push((id, a.name.clone()));
+        specs.push(AgentSpec {
+            id,
+            name: a.name.clone(),
+            capabilities: a.capabilities.clone(),
+            planner: Arc::new(planner),
+            tools,
+            hooks: Arc::new(NoHooks),
+        });
+    }
     let audit_log = mxp_actors::store::AuditLog::open(store.clone()).map_err(RunError::Store)?;
     let audit = mxp_actors::audit::Auditor::start(audit_log).map_err(|e| RunError::DataDir {
         path: data.display().to_string(),
@@ -299,6 +303,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             session_ttl: Duration::from_millis(config.node.session_ttl_ms),
             max_body_bytes: config.node.max_body_bytes,
             registry: config.mesh.limits(),
+            node_services: tools.node_services,
         },
         accept_any_peer: config.node.accept_any_peer,
         agents,
@@ -468,6 +473,10 @@ fn describe_metrics() {
     describe_counter!(
         "mxp_audit_dropped_total",
         "Audit events recorded without waiting that were dropped: the writer's queue was full"
+    );
+    describe_counter!(
+        "mxp_skills_quarantined_total",
+        "Skill modules refused for not matching their pinned SHA-256 and moved to skills.quarantine_dir"
     );
     describe_counter!(
         "mxp_policy_reloads_total",
