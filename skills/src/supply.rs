@@ -130,6 +130,9 @@ pub struct SkillReport {
     pub name: String,
     /// The manifest's version, if the manifest was read.
     pub version: Option<String>,
+    /// The SHA-256 the manifest declares for its module, if it was read
+    /// (what a pin must say; `list` does not hash the module itself).
+    pub sha256: Option<String>,
     /// The manifest's tools, if the manifest was read.
     pub tools: Vec<String>,
     /// The hash pinned in the node configuration, if any.
@@ -200,6 +203,7 @@ fn report(dir: &Path, pins: &Pins, status: impl FnOnce(&Manifest) -> SkillStatus
             SkillReport {
                 name,
                 version: Some(m.version),
+                sha256: Some(m.sha256),
                 tools: m.tools,
                 pinned,
                 status,
@@ -208,6 +212,7 @@ fn report(dir: &Path, pins: &Pins, status: impl FnOnce(&Manifest) -> SkillStatus
         Err(e) => SkillReport {
             name,
             version: None,
+            sha256: None,
             tools: Vec::new(),
             pinned,
             status: SkillStatus::Refused(e),
@@ -221,6 +226,7 @@ fn missing(seen: &[SkillReport], pins: &Pins) -> Vec<SkillReport> {
         .map(|(name, hash)| SkillReport {
             name: name.clone(),
             version: None,
+            sha256: None,
             tools: Vec::new(),
             pinned: Some(hash.clone()),
             status: SkillStatus::Missing,

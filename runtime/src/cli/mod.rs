@@ -60,6 +60,7 @@ pub mod killswitch;
 pub mod node;
 pub mod policy;
 pub mod remote;
+pub mod skills;
 pub mod table;
 
 use mxp_protocol::ErrorCode;
@@ -146,6 +147,9 @@ pub enum Command {
     /// Verify and read a node's audit log, as an operator (`mxp audit verify mxp://host:port`).
     #[command(long_about = audit::LONG_ABOUT)]
     Audit(audit::AuditArgs),
+    /// List or verify a node's WebAssembly skills offline (`mxp skills verify --config node.toml`).
+    #[command(long_about = skills::LONG_ABOUT)]
+    Skills(skills::SkillsArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -291,6 +295,7 @@ pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(),
         Command::Killswitch(args) => killswitch::run(&args, out)?,
         Command::Approvals(args) => approvals::run(&args, out)?,
         Command::Audit(args) => audit::run(&args, out)?,
+        Command::Skills(args) => skills::run(&args, out)?,
     }
     flush_out(out)
 }
