@@ -186,6 +186,20 @@ pub fn derive_agent_id(node: &PeerId, name: &str) -> AgentId {
     AgentId::from_bytes(id)
 }
 
+/// The metrics listener's address (`metrics.listen`), if metrics are on.
+///
+/// # Errors
+/// [`RunError::Config`] naming `metrics.listen` if it is not an address.
+pub fn metrics_addr(config: &Config) -> Result<Option<SocketAddr>, RunError> {
+    Ok((!config.metrics.listen.is_empty())
+        .then(|| config.metrics.listen.parse())
+        .transpose()
+        .map_err(|_| ConfigError::Key {
+            key: "metrics.listen".into(),
+            reason: "not a socket address".into(),
+        })?)
+}
+
 /// What [`prepare`] decided: the settings to start with, and what to tell the operator.
 pub struct Prepared {
     /// The node's settings.
@@ -226,13 +240,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             key: "node.advertise".into(),
             reason: "not a socket address".into(),
         })?;
-    let metrics = (!config.metrics.listen.is_empty())
-        .then(|| config.metrics.listen.parse())
-        .transpose()
-        .map_err(|_| ConfigError::Key {
-            key: "metrics.listen".into(),
-            reason: "not a socket address".into(),
-        })?;
+    let metrics = metrics_addr(config)?;
     let zone = config.governance.zone()?;
     let policy_source = config.governance.policy_source();
     let engine = policy_source
