@@ -9,7 +9,10 @@
 //! * the audit log holds the skill's decision, the host call's allow and the
 //!   host call's denial, in the Call's session, as the tools they name;
 //! * an agent whose skill's manifest asks for a tool the agent does not
-//!   have is refused at start, naming the agent and the tool.
+//!   have is refused at start, naming the agent and the tool;
+//! * past `skills.max_instances` a skill Call fails at once while the node
+//!   keeps serving (a held slot: a host call waiting for an operator's
+//!   approval, which then lets it finish).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -228,4 +231,121 @@ async fn a_skill_asking_for_a_tool_its_agent_lacks_stops_the_node_at_start() {
         "{e}"
     );
     assert!(e.contains("\"skilled\" does not have"), "{e}");
+}
+
+/// Polls `f` until it gives a value, for up to 20 s.
+async fn wait_until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skills_past_the_pool_fail_at_once_and_the_node_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let skills = t.join("skills");
+    // waiter's host call (echo) needs an operator's approval: it holds the
+    // runner's one slot until the approval is given.
+    let waiter = write_skill(&skills, "waiter", &call_wat("echo"), &["echo"]);
+    let greeter = write_skill(&skills, "greeter", &common::echo_wat(), &[]);
+    let policy = t.join("policies");
+    std::fs::create_dir_all(&policy).unwrap();
+    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../governance/policy/default");
+    for f in ["node.cedar", "tools.cedar"] {
+        std::fs::copy(defaults.join(f), policy.join(f)).unwrap();
+    }
+    std::fs::write(
+        policy.join("test.cedar"),
+        r#"@id("test.skills")
+permit (principal, action in [Mxp::Action::"tool:skill.waiter", Mxp::Action::"tool:skill.greeter"], resource);
+
+@id("test.echo_needs_approval")
+@approval("operator")
+forbid (principal, action == Mxp::Action::"tool:echo", resource) unless { context.approved };
+"#,
+    )
+    .unwrap();
+    let operator = NodeIdentity::generate().unwrap();
+    let text = format!(
+        "[node]\nlisten = \"127.0.0.1:0\"\ndata_dir = {data:?}\noperators = [\"{op}\"]\n[metrics]\nlisten = \"\"\n\
+         [governance]\npolicy_dir = {policy:?}\napproval_wait_ms = 60000\n\
+         [skills]\ndir = {skills:?}\nquarantine_dir = {q:?}\nmax_instances = 1\n\
+         pins = {{ waiter = \"{waiter}\", greeter = \"{greeter}\" }}\n\
+         [[agents]]\nname = \"pool\"\ntools = [\"skill.waiter\", \"skill.greeter\"]\n\
+         [[agents.rules]]\nmethod = \"wait\"\nsteps = [{{ tool = \"skill.waiter\", args = {{ input = \"$params\" }} }}]\n\
+         [[agents.rules]]\nmethod = \"greet\"\nsteps = [{{ tool = \"skill.greeter\", args = {{ input = \"$params\" }} }}]\n\
+         [[agents.rules]]\nmethod = \"status\"\nsteps = [{{ tool = \"status\" }}]\n",
+        data = t.join("data"),
+        op = operator.peer_id(),
+        q = t.join("quarantine"),
+    );
+    let config = Config::load(Some(("node.toml", &text)), []).unwrap();
+    let prepared = node::prepare(&config).unwrap();
+    let agent = prepared.agents[0].0;
+    let n = std::sync::Arc::new(node::start(prepared).await.unwrap());
+    let c = std::sync::Arc::new(
+        Client::new(
+            &NodeIdentity::generate().unwrap(),
+            PeerTrust::AnyIdentified,
+            Limits::default(),
+        )
+        .unwrap(),
+    );
+
+    // The first skill takes the only slot and waits in its host call.
+    let held = {
+        let (c, n) = (c.clone(), n.clone());
+        tokio::spawn(async move { call(&c, &n, agent, "wait", json!({"n": 1})).await })
+    };
+    let pending = wait_until("the host call's pending approval", async || {
+        let list = n.control("approvals.list", json!({})).await.unwrap();
+        list["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["state"] == "pending" && a["tool"] == "echo")
+            .cloned()
+    })
+    .await;
+
+    // Another skill: refused at once, naming the setting; the node serves
+    // everything else.
+    let (code, text) = call(&c, &n, agent, "greet", json!("hi")).await.unwrap_err();
+    assert_eq!(code, ErrorCode::INTERNAL, "{text}");
+    assert!(text.contains("busy (skills.max_instances)"), "{text}");
+    let status = call(&c, &n, agent, "status", Value::Null).await.unwrap();
+    assert_eq!(status["name"], "pool", "{status}");
+
+    // The operator approves the host call: the held skill finishes with
+    // the tool's answer, and the slot is free again.
+    let op = Client::new(&operator, PeerTrust::AnyIdentified, Limits::default()).unwrap();
+    let body = CallBody::new(
+        "approvals.decide",
+        json!({"id": pending["id"], "approve": true}),
+    );
+    op.call(
+        &n.url().clone().with_agent(mxp_transport::NODE_AGENT),
+        &body,
+        T,
+    )
+    .await
+    .unwrap();
+    let out = held.await.unwrap().unwrap();
+    assert_eq!(out["output"], json!({"n": 1}), "{out}");
+    assert_eq!(out["host_calls"], 1);
+    let out = call(&c, &n, agent, "greet", json!("hi")).await.unwrap();
+    assert_eq!(out["output"], "hi");
+    std::sync::Arc::try_unwrap(n)
+        .unwrap()
+        .shutdown(Duration::from_secs(2))
+        .await;
 }
