@@ -92,10 +92,16 @@ impl Actor for SkillActor {
         &self,
         _myself: ActorRef<SkillMsg>,
         msg: SkillMsg,
-        _st: &mut SkillState,
+        st: &mut SkillState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SkillMsg::Crashed(why) => Err(format!("a skill invocation panicked: {why}").into()),
+            SkillMsg::Crashed(why) => {
+                // No more invocations on a runner that panicked: until the
+                // restart verifies and compiles afresh, skill calls are
+                // answered that the runner is restarting.
+                st.shared.set_runner(None);
+                Err(format!("a skill invocation panicked: {why}").into())
+            }
         }
     }
 }
