@@ -12,7 +12,7 @@
 //! The ABI is documented in [`abi`].
 //!
 //! In a node: [`SkillService`] verifies the skills at start and is the
-//! node service whose supervised actor ([`actor`]) holds the runner;
+//! node service whose supervised actor (`actor.rs`) holds the runner;
 //! [`tool::SkillTool`] is a skill as an agent's tool (`skill.<name>`), whose
 //! host calls go through the gate ([`gate_host`]).
 #![forbid(unsafe_code)]

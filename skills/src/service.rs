@@ -1,5 +1,5 @@
 //! Skills in a node: the verified skills of a folder, run by a supervised
-//! actor ([`crate::actor`]), reached by agents as tools ([`crate::tool`]).
+//! actor (`actor.rs`), reached by agents as tools ([`crate::tool`]).
 //!
 //! [`SkillService::start`] verifies every skill now, as the node starts: a
 //! module that does not match its pin is refused, moved to quarantine,

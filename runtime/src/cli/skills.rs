@@ -55,7 +55,7 @@ pub enum SkillsCommand {
 /// Where the skills and their pins are.
 #[derive(Debug, Args)]
 pub struct Source {
-    /// A node configuration file (its [skills] section, after MXP_ variables).
+    /// A node configuration file (its `[skills]` section, after MXP_ variables).
     #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["dir", "pins", "quarantine_dir"])]
     pub config: Option<PathBuf>,
     /// The skills folder.

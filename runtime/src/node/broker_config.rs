@@ -1,6 +1,6 @@
 //! `[broker]` and `[skills]`: the tools beyond `echo` and `status`, and the
 //! checks of their settings that need no file or socket (the rest happen
-//! at start, in [`super::tools`]). Every key is flat in its section, so
+//! at start, in `node/tools.rs`). Every key is flat in its section, so
 //! each has its `MXP_BROKER__<KEY>` / `MXP_SKILLS__<KEY>` variable.
 
 use std::collections::BTreeMap;
