@@ -4,7 +4,7 @@
 //! NodeSupervisor                      (node::supervisor)
 //!  ├─ Transport (QUIC server; the bus; owned, not restartable)
 //!  ├─ NodeAgent (registry, control, mesh, forwarding: node::agent)
-//!  ├─ (broker, skill runner, audit, replay: the broker and audit issues)
+//!  ├─ node services (the skill runner: node::service), restarted on failure
 //!  └─ Agent <id>: AgentSupervisor     (agent::supervisor)
 //!      ├─ Kernel   (lifecycle, sessions, hooks: agent::kernel)
 //!      └─ Executor (plan runs, concurrently: agent::executor)
@@ -44,7 +44,7 @@ pub mod tool;
 
 pub use agent::{
     AgentArgs, AgentMsg, AgentSpec, AgentStatus, AgentSupervisor, AgentSupervisorState, AgentView,
-    SupervisionPolicy,
+    GovernedCalls, SupervisionPolicy,
 };
 pub use error::{CallFailure, SettingsError};
 pub use gate::{
@@ -54,7 +54,7 @@ pub use gate::{
 pub use hooks::{AgentContext, AgentHooks, MessageOutcome, NoHooks};
 pub use lifecycle::{InvalidTransition, LifecycleState, Transition};
 pub use mxp_governance::flow::{FlowMode, FlowSource, SourceKind};
-pub use node::{DEFAULT_NODE_BODY_BYTES, Node, NodeError, NodeSettings, NodeStatus};
+pub use node::{DEFAULT_NODE_BODY_BYTES, Node, NodeError, NodeService, NodeSettings, NodeStatus};
 pub use plan_run::PlanRun;
 pub use planner::{
     Plan, PlanError, PlanStep, Planner, PlannerStep, Rule, RuleError, RulePlanner, StepResult,

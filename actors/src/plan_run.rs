@@ -184,8 +184,12 @@ impl PlanRun {
     /// secrets it references and the labelled outputs it holds (or, in
     /// [`FlowMode::Run`], every labelled output so far).
     pub fn flows_into(&self, args: &Value, mode: FlowMode) -> Vec<FlowSource> {
-        let labelled: Vec<Labelled<'_>> = self
-            .done
+        flows_into(args, &self.labelled(), mode)
+    }
+
+    /// The labelled outputs so far, with their sources.
+    pub fn labelled(&self) -> Vec<Labelled<'_>> {
+        self.done
             .iter()
             .zip(&self.labels)
             .filter(|(_, l)| !l.is_empty())
@@ -193,8 +197,7 @@ impl PlanRun {
                 sources: l,
                 output: &r.output,
             })
-            .collect();
-        flows_into(args, &labelled, mode)
+            .collect()
     }
 
     /// The answer, once [`PlanRun::next`] says [`Next::Done`]; `None` before.

@@ -16,6 +16,7 @@ use mxp_transport::Principal;
 use serde_json::Value;
 
 use crate::AgentStatus;
+use crate::agent::step::{GovernedCalls, StepEnv};
 use crate::gate::Grant;
 
 pub use mxp_protocol::EffectClass;
@@ -113,6 +114,10 @@ pub struct ToolContext<'a> {
     status: &'a (dyn Fn() -> AgentStatus + Send + Sync),
     step: usize,
     labels: std::sync::Mutex<Vec<FlowSource>>,
+    /// Where new governed intents of this Call run, with its trace and
+    /// message ids and the labels its arguments carry (set by the governed
+    /// path; absent in a bare context).
+    governed: Option<(&'a StepEnv, (u64, u64), &'a [FlowSource])>,
 }
 
 impl<'a> ToolContext<'a> {
@@ -130,6 +135,7 @@ impl<'a> ToolContext<'a> {
             status,
             step: 0,
             labels: std::sync::Mutex::new(Vec::new()),
+            governed: None,
         }
     }
 
@@ -137,6 +143,19 @@ impl<'a> ToolContext<'a> {
     #[must_use]
     pub fn at_step(mut self, step: usize) -> ToolContext<'a> {
         self.step = step;
+        self
+    }
+
+    /// This context, able to make new governed intents through `env`; the
+    /// tool's arguments carry `inbound` labels (they reach whatever those
+    /// intents do).
+    pub(crate) fn with_governed(
+        mut self,
+        env: &'a StepEnv,
+        trace: (u64, u64),
+        inbound: &'a [FlowSource],
+    ) -> ToolContext<'a> {
+        self.governed = Some((env, trace, inbound));
         self
     }
 
@@ -163,6 +182,25 @@ impl<'a> ToolContext<'a> {
     /// The sources the output was labelled with, taken.
     pub fn take_labels(&self) -> Vec<FlowSource> {
         std::mem::take(&mut *self.labels.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A handle to make new governed intents of this Call (same principal,
+    /// agent, session and trace), each through the gate like a plan step:
+    /// what a skill's host calls use. `None` outside the governed path
+    /// (a context made with [`ToolContext::new`] alone). The handle carries
+    /// the flow labels of this tool's arguments and gathers those of what
+    /// its intents return ([`GovernedCalls::labels`]).
+    pub fn governed(&self) -> Option<GovernedCalls> {
+        self.governed.map(|(env, trace, inbound)| {
+            GovernedCalls::new(
+                env,
+                *self.principal,
+                self.session.clone(),
+                trace,
+                self.step,
+                inbound.to_vec(),
+            )
+        })
     }
 }
 

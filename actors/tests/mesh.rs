@@ -59,6 +59,7 @@ async fn node_with_operators(
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,
         registry: Default::default(),
+        node_services: Vec::new(),
     })
     .await
     .unwrap()
@@ -299,6 +300,7 @@ async fn operators_only_when_configured() {
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,
         registry: Default::default(),
+        node_services: Vec::new(),
     })
     .await
     .unwrap();

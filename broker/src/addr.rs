@@ -61,6 +61,24 @@ impl AddrClass {
             AddrClass::Reserved => "reserved",
         }
     }
+
+    /// The class named `name` (as [`AddrClass::name`] spells it).
+    pub fn from_name(name: &str) -> Option<AddrClass> {
+        [
+            AddrClass::Unspecified,
+            AddrClass::Loopback,
+            AddrClass::Private,
+            AddrClass::LinkLocal,
+            AddrClass::SharedCgnat,
+            AddrClass::Metadata,
+            AddrClass::Multicast,
+            AddrClass::Ipv4InIpv6,
+            AddrClass::Nat64,
+            AddrClass::Reserved,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+    }
 }
 
 /// Why a host or address is refused.
@@ -268,6 +286,19 @@ mod tests {
             Ok(Host::Ip(ip)) => check_addr(ip, &[]).unwrap_err(),
             Ok(Host::Name(n)) => panic!("{host} parsed as the name {n}"),
         }
+    }
+
+    #[test]
+    fn class_names_read_back() {
+        for c in [
+            AddrClass::Loopback,
+            AddrClass::SharedCgnat,
+            AddrClass::Nat64,
+        ] {
+            assert_eq!(AddrClass::from_name(c.name()), Some(c));
+        }
+        assert_eq!(AddrClass::from_name("Loopback"), None);
+        assert_eq!(AddrClass::from_name("global"), None);
     }
 
     #[test]

@@ -123,7 +123,11 @@ mod tests {
                 let leaf = match r % 5 {
                     0 => json!(r >> (r % 64)),
                     1 => json!(-((r >> 3) as i64 % 100_000)),
-                    2 => json!(char::from((r % 128) as u8).to_string().repeat((r % 7) as usize)),
+                    2 => json!(
+                        char::from((r % 128) as u8)
+                            .to_string()
+                            .repeat((r % 7) as usize)
+                    ),
                     3 => json!({ format!("k{}\u{1}", r % 9): [r % 3 == 0] }),
                     _ => json!((r % 1000) as f64 / 7.0),
                 };

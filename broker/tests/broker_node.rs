@@ -34,6 +34,10 @@ impl Policy for AllowAll {
     fn decide(&self, _: &Intent, _: &Facts) -> Outcome {
         Outcome::allow(vec!["test.allow_all".into()])
     }
+    // Flows too: these tests are about what acts, not the flow rule.
+    fn decide_flow(&self, _: &Intent, _: &FlowSource, _: &Facts) -> Outcome {
+        Outcome::allow(vec!["test.allow_all".into()])
+    }
 }
 
 /// Every log line of this test binary.

@@ -68,6 +68,7 @@ async fn start(agents: Vec<AgentSpec>, operators: Vec<PeerId>) -> Node {
         session_ttl: Duration::from_secs(600),
         max_body_bytes: DEFAULT_NODE_BODY_BYTES,
         registry: Default::default(),
+        node_services: Vec::new(),
     })
     .await
     .unwrap()

@@ -10,17 +10,28 @@
 //! call a skill makes is a new governed intent; the skill never sees a token).
 //!
 //! The ABI is documented in [`abi`].
+//!
+//! In a node: [`SkillService`] verifies the skills at start and is the
+//! node service whose supervised actor (`actor.rs`) holds the runner;
+//! [`tool::SkillTool`] is a skill as an agent's tool (`skill.<name>`), whose
+//! host calls go through the gate ([`gate_host`]).
 #![forbid(unsafe_code)]
 
 pub mod abi;
+mod actor;
 pub mod error;
+pub mod gate_host;
 pub mod host;
 pub mod manifest;
 pub mod runner;
+pub mod service;
 pub mod supply;
+pub mod tool;
 
 pub use error::SkillError;
 pub use host::{HostCallError, SkillHost};
 pub use manifest::{Manifest, ManifestError, SkillLimits};
 pub use runner::{RunnerConfig, SkillOutput, SkillRunner};
+pub use service::{SkillService, SkillsSettings};
 pub use supply::{Pins, SkillReport, SkillStatus, VerifiedSkill};
+pub use tool::{SKILL_PREFIX, SkillTool, skill_effect};

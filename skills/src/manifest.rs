@@ -218,6 +218,13 @@ impl SkillLimits {
     }
 }
 
+/// Whether `name` is a valid skill name: 1 to 64 of `a-z 0-9 _ -`,
+/// starting with a letter or digit.
+#[must_use]
+pub fn valid_skill_name(name: &str) -> bool {
+    valid_name(name, |c| c == '_' || c == '-')
+}
+
 fn valid_name(name: &str, extra: impl Fn(char) -> bool) -> bool {
     let mut chars = name.chars();
     let Some(first) = chars.next() else {

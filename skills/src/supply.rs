@@ -130,6 +130,9 @@ pub struct SkillReport {
     pub name: String,
     /// The manifest's version, if the manifest was read.
     pub version: Option<String>,
+    /// The SHA-256 the manifest declares for its module, if it was read
+    /// (what a pin must say; `list` does not hash the module itself).
+    pub sha256: Option<String>,
     /// The manifest's tools, if the manifest was read.
     pub tools: Vec<String>,
     /// The hash pinned in the node configuration, if any.
@@ -200,6 +203,7 @@ fn report(dir: &Path, pins: &Pins, status: impl FnOnce(&Manifest) -> SkillStatus
             SkillReport {
                 name,
                 version: Some(m.version),
+                sha256: Some(m.sha256),
                 tools: m.tools,
                 pinned,
                 status,
@@ -208,6 +212,7 @@ fn report(dir: &Path, pins: &Pins, status: impl FnOnce(&Manifest) -> SkillStatus
         Err(e) => SkillReport {
             name,
             version: None,
+            sha256: None,
             tools: Vec::new(),
             pinned,
             status: SkillStatus::Refused(e),
@@ -221,6 +226,7 @@ fn missing(seen: &[SkillReport], pins: &Pins) -> Vec<SkillReport> {
         .map(|(name, hash)| SkillReport {
             name: name.clone(),
             version: None,
+            sha256: None,
             tools: Vec::new(),
             pinned: Some(hash.clone()),
             status: SkillStatus::Missing,
@@ -238,18 +244,37 @@ pub fn verify(
     pins: &Pins,
     quarantine: &Path,
 ) -> Result<Vec<SkillReport>, SkillError> {
+    load_all(skills, pins, quarantine).map(|(_, reports)| reports)
+}
+
+/// Loads every skill under `skills` as [`verify`] does, keeping the
+/// verified ones for a runner: the verified skills, and a report for every
+/// skill directory and every pin without one.
+///
+/// # Errors
+///
+/// [`SkillError::Io`] if `skills` cannot be listed; per-skill failures are in the reports.
+pub fn load_all(
+    skills: &Path,
+    pins: &Pins,
+    quarantine: &Path,
+) -> Result<(Vec<VerifiedSkill>, Vec<SkillReport>), SkillError> {
+    let mut verified = Vec::new();
     let mut reports: Vec<SkillReport> = skill_dirs(skills)?
         .iter()
         .map(|dir| {
             report(dir, pins, |_| match load(dir, pins, quarantine) {
-                Ok(_) => SkillStatus::Verified,
+                Ok(skill) => {
+                    verified.push(skill);
+                    SkillStatus::Verified
+                }
                 Err(e) => SkillStatus::Refused(e),
             })
         })
         .collect();
     let absent = missing(&reports, pins);
     reports.extend(absent);
-    Ok(reports)
+    Ok((verified, reports))
 }
 
 /// `mxp skills list`: read every manifest under `skills` without hashing modules.

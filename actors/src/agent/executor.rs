@@ -1,9 +1,9 @@
 //! The executor: drives an agent's plan runs, each in its own task, up to
 //! `supervision.max_runs` at once (past it a Call is answered `overloaded`).
 //!
-//! A run is the pure [`PlanRun`]: the executor asks the planner for steps,
-//! turns each step into an [`Intent`], passes it through the gate, and runs
-//! the tool only with the gate's [`crate::Allowed`]. A step that waits (a
+//! A run is the pure [`PlanRun`]: the executor asks the planner for steps
+//! and runs each through [`super::step::governed_call`] (the one path a tool
+//! runs by: gate, audit, enforcer, tool, audit). A step that waits (a
 //! slow tool, later an approval) holds up only its own run. A panic inside a
 //! run crashes the executor actor, which its supervisor restarts; the other
 //! runs go on.
@@ -17,23 +17,21 @@ use futures_util::FutureExt;
 use mxp_protocol::{Call, Frame, JsonLimits, SessionId, TypedPayload};
 use mxp_transport::{BodyPermit, Principal};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::kernel::KernelMsg;
+use super::step::{FlowScope, StepEnv, governed_call};
 use super::{AgentShared, Job};
+use crate::audit;
 use crate::error::CallFailure;
-use crate::gate::{Allowed, ApprovalWait, Denial, HOOK_REPLY, Intent, Refusal, now_unix_ms};
+use crate::gate::{HOOK_REPLY, Intent};
 use crate::hooks::{AgentHooks, MessageOutcome};
 use crate::plan_run::{Next, PlanRun};
 use crate::planner::{PlanError, Planner};
 use crate::services::Services;
-use crate::tool::{EffectClass, ToolContext, ToolError, ToolRegistry};
-use mxp_governance::token::args::args_digest;
-use serde_json::json;
-
-use crate::audit;
+use crate::tool::{EffectClass, ToolRegistry};
 
 /// Messages to an executor.
 pub(crate) enum ExecMsg {
@@ -52,7 +50,8 @@ pub(crate) struct Executor;
 struct RunEnv {
     shared: Arc<AgentShared>,
     planner: Arc<dyn Planner>,
-    tools: Arc<ToolRegistry>,
+    /// Where each step's governed call runs (the agent, its tools, the services).
+    step: StepEnv,
     hooks: Arc<dyn AgentHooks>,
     services: Arc<Services>,
     json_limits: JsonLimits,
@@ -90,9 +89,13 @@ impl Actor for Executor {
     ) -> Result<ExecState, ActorProcessingErr> {
         Ok(ExecState {
             env: Arc::new(RunEnv {
+                step: StepEnv {
+                    shared: a.shared.clone(),
+                    tools: a.tools,
+                    services: a.services.clone(),
+                },
                 shared: a.shared,
                 planner: a.planner,
-                tools: a.tools,
                 hooks: a.hooks,
                 services: a.services,
                 json_limits: a.json_limits,
@@ -355,235 +358,24 @@ async fn drive(
             }
             Next::Intent(step) => step.clone(),
         };
-        let tool = env
-            .tools
-            .get(&step.tool)
-            .ok_or_else(|| ToolError::Unknown(step.tool.clone()))?;
-        tool.args()
-            .check(&step.args)
-            .map_err(|reason| ToolError::InvalidArguments {
-                tool: step.tool.clone(),
-                reason,
-            })?;
-        let step_tool = step.tool.clone();
-        let intent = Intent {
-            principal: *principal,
-            agent: env.shared.id,
-            session: Some(session.clone()),
-            tool: step.tool,
-            effect: tool.effect(),
-            args: step.args,
-            trace_id,
-            message_id,
-        };
-        let allowed = decide(env, intent).await?;
-        // The enforcing side computes the digest of the arguments it will
-        // act on itself, and verifies the token against them.
-        let digest = args_digest(&allowed.intent().args);
-        let granted =
-            env.services
-                .enforcer()
-                .grant(&allowed, &digest, &env.shared.effects, now_unix_ms());
-        // The decision, the mint and the verification are durable before
-        // the tool may act.
-        let auditor = env.services.auditor();
-        if auditor.is_on() {
-            let a = allowed.intent();
-            let who = a.principal.id();
-            let (kind, data) = audit::step_decision(
-                audit::PolicyEffect::Allow,
-                allowed.reasons(),
-                &a.tool,
-                &a.agent,
-                a.effect,
-                Some(&digest),
-                Some(allowed.facts()),
-            );
-            let verified = match &granted {
-                Ok(_) => json!({ "tool": a.tool }),
-                Err(e) => json!({ "tool": a.tool, "refused": e.to_string() }),
-            };
-            auditor
-                .record(vec![
-                    audit::event(kind, data, Some(who), Some(session), trace_id),
-                    audit::event(
-                        audit::EventKind::TokenMint,
-                        json!({ "tool": a.tool, "args_digest": digest.to_string() }),
-                        Some(who),
-                        Some(session),
-                        trace_id,
-                    ),
-                    audit::event(
-                        audit::EventKind::TokenVerification {
-                            accepted: granted.is_ok(),
-                        },
-                        verified,
-                        Some(who),
-                        Some(session),
-                        trace_id,
-                    ),
-                ])
-                .await
-                .map_err(|e| CallFailure::Internal(e.to_string()))?;
-        }
-        let grant = granted.map_err(CallFailure::Enforce)?;
-        let status = || env.shared.status();
-        let ctx = ToolContext::new(env.shared.id, principal, session, &status);
-        let started = std::time::Instant::now();
-        let executed = tool.execute(&ctx, grant).await;
-        drop(allowed);
-        if auditor.is_on() {
-            let (outcome, bytes) = match &executed {
-                Ok(v) => (
-                    audit::ToolOutcome::Landed,
-                    serde_json::to_vec(v).unwrap_or_default(),
-                ),
-                Err(e @ ToolError::InDoubt { .. }) => {
-                    (audit::ToolOutcome::InDoubt, e.to_string().into_bytes())
-                }
-                Err(e) => (audit::ToolOutcome::Failed, e.to_string().into_bytes()),
-            };
-            auditor
-                .record(vec![audit::event(
-                    audit::execution(outcome, &bytes),
-                    json!({ "tool": step_tool }),
-                    Some(principal.id()),
-                    Some(session),
-                    trace_id,
-                )])
-                .await
-                .map_err(|e| CallFailure::Internal(e.to_string()))?;
-        }
-        let budgets = env.services.gate().budgets();
-        if budgets.is_enabled() {
-            // A failed run spent its time too.
-            let wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let bytes = executed.as_ref().map_or(0, crate::gate::arg_bytes);
-            budgets.record(env.shared.id, session, bytes, wall_ms, 0, now_unix_ms());
-        }
-        let output = executed?;
-        run.complete(output)
+        let index = run.step_index();
+        let labelled = run.labelled();
+        let called = governed_call(
+            &env.step,
+            principal,
+            session,
+            (trace_id, message_id),
+            index,
+            step.tool,
+            step.args,
+            FlowScope {
+                labelled: &labelled,
+                mode: env.services.gate().settings().flow_mode,
+            },
+        )
+        .await?;
+        drop(labelled);
+        run.complete_labelled(called.output, called.labels)
             .map_err(|e| CallFailure::Internal(e.to_string()))?;
     }
-}
-
-/// The gate's answer for a plan step: allowed at once, or once approved
-/// (this run waits, up to `approval_wait`; other runs go on).
-async fn decide(env: &RunEnv, intent: Intent) -> Result<Allowed, CallFailure> {
-    let mut intent = intent;
-    // At most: ask, wait, ask again (approved now). A bound, not a loop
-    // an approval race could keep spinning.
-    for _ in 0..3 {
-        let (who, session, trace) = (
-            *intent.principal.id(),
-            intent.session.clone(),
-            intent.trace_id,
-        );
-        let (tool, agent, class) = (intent.tool.clone(), intent.agent, intent.effect);
-        // A refused step's record names its arguments by digest too (only
-        // computed when there is a record to write).
-        let digest = env
-            .services
-            .auditor()
-            .is_on()
-            .then(|| args_digest(&intent.args));
-        match env.services.check(intent) {
-            Ok(allowed) => return Ok(allowed),
-            Err(Refusal::Denied(d)) => {
-                let (kind, data) = audit::step_decision(
-                    audit::PolicyEffect::Deny,
-                    &d.reasons,
-                    &tool,
-                    &agent,
-                    class,
-                    digest.as_ref(),
-                    None,
-                );
-                env.services
-                    .auditor()
-                    .record(vec![audit::event(
-                        kind,
-                        data,
-                        Some(&who),
-                        session.as_ref(),
-                        trace,
-                    )])
-                    .await
-                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
-                return Err(CallFailure::Denied(d));
-            }
-            Err(Refusal::NeedsApproval {
-                pending,
-                intent: back,
-            }) => {
-                let (kind, data) = audit::step_decision(
-                    audit::PolicyEffect::RequireApproval,
-                    &pending.reasons,
-                    &tool,
-                    &agent,
-                    class,
-                    digest.as_ref(),
-                    None,
-                );
-                env.services
-                    .auditor()
-                    .record(vec![
-                        audit::event(kind, data, Some(&who), session.as_ref(), trace),
-                        audit::event(
-                            audit::EventKind::ApprovalRequest,
-                            json!({ "approval": pending.id.to_string(), "tool": tool }),
-                            Some(&who),
-                            session.as_ref(),
-                            trace,
-                        ),
-                    ])
-                    .await
-                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
-                let wait = env.services.gate().settings().approval_wait;
-                match env
-                    .services
-                    .gate()
-                    .approvals()
-                    .wait(&pending.id, wait)
-                    .await
-                {
-                    ApprovalWait::Approved => intent = *back,
-                    ApprovalWait::StillPending => {
-                        return Err(CallFailure::ApprovalRequired {
-                            tool: back.tool,
-                            pending,
-                        });
-                    }
-                    ApprovalWait::Denied(by) => {
-                        return Err(CallFailure::Denied(Denial {
-                            tool: back.tool,
-                            effect: back.effect,
-                            reasons: pending.reasons,
-                            message: format!(
-                                "approval {} was denied{}",
-                                pending.id,
-                                by.map(|p| format!(" by {p}")).unwrap_or_default()
-                            ),
-                            remedy: None,
-                        }));
-                    }
-                    _ => {
-                        return Err(CallFailure::Denied(Denial {
-                            tool: back.tool,
-                            effect: back.effect,
-                            reasons: pending.reasons,
-                            message: format!(
-                                "approval {} expired before it was decided (governance.approval_ttl_ms)",
-                                pending.id
-                            ),
-                            remedy: None,
-                        }));
-                    }
-                }
-            }
-        }
-    }
-    Err(CallFailure::Internal(
-        "the approval was used by another Call of the same intent; ask again".into(),
-    ))
 }

@@ -10,6 +10,8 @@
 //!
 //! * [`kernel`]: lifecycle, sessions, hooks (a hook reply passes the gate).
 //! * [`executor`]: drives plan runs concurrently; every step passes the gate.
+//! * [`step`]: one governed tool call (gate, audit, enforcer, tool, audit),
+//!   the only path a tool runs by: plan steps and skills' host calls.
 //! * [`supervisor`]: restarts a crashed kernel or executor within limits.
 //!
 //! A ractor message costs several times a raw channel send, so the bridge
@@ -18,8 +20,10 @@
 
 pub(crate) mod executor;
 pub(crate) mod kernel;
+pub(crate) mod step;
 pub(crate) mod supervisor;
 
+pub use step::GovernedCalls;
 pub use supervisor::{AgentArgs, AgentMsg, AgentSupervisor, AgentSupervisorState};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

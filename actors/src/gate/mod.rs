@@ -188,6 +188,8 @@ pub struct GateSettings {
     pub max_budget_entries: usize,
     /// Token nonces remembered for replay protection, at most.
     pub max_nonces: usize,
+    /// How the flow rule finds labelled data in a sink's arguments.
+    pub flow_mode: mxp_governance::flow::FlowMode,
 }
 
 impl Default for GateSettings {
@@ -201,6 +203,7 @@ impl Default for GateSettings {
             session_budget: BudgetLimits::default(),
             max_budget_entries: 65_536,
             max_nonces: 1 << 20,
+            flow_mode: mxp_governance::flow::FlowMode::Content,
         }
     }
 }

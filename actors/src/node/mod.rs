@@ -7,6 +7,7 @@
 //! * [`control`]: control Calls parsed, and the intent each one is (pure).
 //! * [`forward`]: where a Call for a remote agent goes (pure).
 //! * [`mesh`]: the heartbeat round to other nodes.
+//! * [`service`]: node-wide services (the skill runner) the supervisor restarts.
 
 mod agent;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod forward;
 pub mod governed;
 mod mesh;
 pub mod replay;
+pub mod service;
 mod settings;
 mod supervisor;
 
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
+pub use service::NodeService;
 pub use settings::{DEFAULT_NODE_BODY_BYTES, NodeError, NodeSettings};
 
 use crate::AgentMsg;
@@ -204,6 +207,7 @@ impl Node {
             agents: s.agents,
             policy: s.supervision,
             services: services.clone(),
+            node_services: s.node_services,
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
             .await

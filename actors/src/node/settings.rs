@@ -80,6 +80,9 @@ pub struct NodeSettings {
     pub max_body_bytes: usize,
     /// Bounds of the registry of remote agents and mesh nodes.
     pub registry: RegistryLimits,
+    /// Node-wide services (the skill runner), started before the agents
+    /// and restarted when they fail (see [`super::service`]).
+    pub node_services: Vec<std::sync::Arc<dyn super::service::NodeService>>,
 }
 
 impl NodeSettings {
@@ -112,6 +115,7 @@ impl NodeSettings {
             session_ttl: crate::services::DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_NODE_BODY_BYTES,
             registry: RegistryLimits::default(),
+            node_services: Vec::new(),
         }
     }
 

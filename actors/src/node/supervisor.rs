@@ -3,9 +3,9 @@
 //! (and tells the node agent of every change), and retires them all on
 //! shutdown, answering when the last one stopped or the grace passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mxp_protocol::AgentId;
 use mxp_transport::{Bus, NODE_AGENT};
@@ -14,6 +14,7 @@ use tracing::{error, info};
 
 use super::Hosted;
 use super::agent::{NodeAgent, NodeAgentArgs, NodeAgentMsg};
+use super::service::NodeService;
 use crate::services::Services;
 use crate::slot::{Slot, bridge};
 use crate::{AgentArgs, AgentMsg, AgentSpec, AgentSupervisor, SupervisionPolicy, Transition};
@@ -38,6 +39,17 @@ pub(crate) struct NodeSupervisorState {
     bridge: tokio::task::JoinHandle<()>,
     /// Callers of `Retire` waiting for the last agent to stop.
     retiring: Vec<RpcReplyPort<usize>>,
+    /// Node-wide services, their running actors and recent restarts.
+    node_services: Vec<Running>,
+    services: Arc<Services>,
+    policy: SupervisionPolicy,
+}
+
+/// A node service and its actor.
+struct Running {
+    service: Arc<dyn NodeService>,
+    cell: Option<ractor::ActorCell>,
+    restarts: VecDeque<Instant>,
 }
 
 pub(crate) struct NodeSupervisorArgs {
@@ -46,6 +58,7 @@ pub(crate) struct NodeSupervisorArgs {
     pub(crate) agents: Vec<AgentSpec>,
     pub(crate) policy: SupervisionPolicy,
     pub(crate) services: Arc<Services>,
+    pub(crate) node_services: Vec<Arc<dyn NodeService>>,
 }
 
 impl NodeSupervisor {
@@ -62,6 +75,73 @@ impl NodeSupervisor {
         .await?;
         st.node_agent.set(a);
         Ok(())
+    }
+
+    /// Restarts the node service whose actor `cell` was, within the
+    /// restart intensity; true if `cell` was one.
+    async fn restart_service(
+        myself: &ActorRef<NodeMsg>,
+        st: &mut NodeSupervisorState,
+        cell: &ractor::ActorCell,
+        why: &str,
+    ) -> bool {
+        let (services, policy) = (st.services.clone(), st.policy.clone());
+        let Some(r) = st
+            .node_services
+            .iter_mut()
+            .find(|r| r.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id()))
+        else {
+            return false;
+        };
+        r.cell = None;
+        let name = r.service.name();
+        metrics::counter!("mxp_actor_restarts_total", "actor" => name).increment(1);
+        let now = Instant::now();
+        let window = Duration::from_millis(policy.restart_window_ms);
+        while r
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            r.restarts.pop_front();
+        }
+        r.restarts.push_back(now);
+        let restarted = if r.restarts.len() > policy.max_restarts as usize {
+            error!(
+                service = name,
+                "{name} stopped ({why}); restart limit of {} in {} ms exceeded, it stays down",
+                policy.max_restarts,
+                policy.restart_window_ms
+            );
+            false
+        } else {
+            error!(service = name, "{name} stopped ({why}); restarting");
+            match r.service.spawn(services.clone(), myself.get_cell()).await {
+                Ok(c) => {
+                    r.cell = Some(c);
+                    true
+                }
+                Err(e) => {
+                    error!(
+                        service = name,
+                        "{name} could not restart: {e}; it stays down"
+                    );
+                    false
+                }
+            }
+        };
+        services.auditor().record_detached(vec![crate::audit::event(
+            crate::audit::EventKind::ActorRestart,
+            serde_json::json!({
+                "actor": name,
+                "reason": why.chars().take(512).collect::<String>(),
+                "restarted": restarted,
+            }),
+            None,
+            None,
+            0,
+        )]);
+        true
     }
 
     fn answer_retiring(st: &mut NodeSupervisorState) {
@@ -95,6 +175,19 @@ impl Actor for NodeSupervisor {
                 _ => Vec::new(),
             },
         ));
+        // Services first: agents' tools may need them from their first Call.
+        let mut node_services = Vec::with_capacity(a.node_services.len());
+        for service in a.node_services {
+            let cell = service
+                .spawn(a.services.clone(), myself.get_cell())
+                .await
+                .map_err(|e| format!("{} did not start: {e}", service.name()))?;
+            node_services.push(Running {
+                service,
+                cell: Some(cell),
+                restarts: VecDeque::new(),
+            });
+        }
         let mut hosted = BTreeMap::new();
         for spec in a.agents {
             let (id, name, capabilities) = (spec.id, spec.name.clone(), spec.capabilities.clone());
@@ -134,6 +227,9 @@ impl Actor for NodeSupervisor {
             node_args: a.node_args,
             bridge,
             retiring: Vec::new(),
+            node_services,
+            services: a.services,
+            policy: a.policy,
         };
         NodeSupervisor::spawn_node_agent(&myself, &st).await?;
         Ok(st)
@@ -198,6 +294,10 @@ impl Actor for NodeSupervisor {
             ),
             _ => return Ok(()),
         };
+        let why = failure.clone().unwrap_or_else(|| "stopped".into());
+        if NodeSupervisor::restart_service(&myself, st, &cell, &why).await {
+            return Ok(());
+        }
         if st.node_agent.holds(&cell) {
             metrics::counter!("mxp_actor_restarts_total", "actor" => "node_agent").increment(1);
             error!(

@@ -78,6 +78,9 @@ pub struct RecordedDecision {
     pub budget_spent: u64,
     /// The approvers the policy saw (recorded with an allow that needed them).
     pub approved_by: Option<Vec<PrincipalId>>,
+    /// A flow-rule denial (labelled data reaching the step's arguments),
+    /// naming the source: replayed as recorded, not re-decided.
+    pub flow: Option<String>,
 }
 
 impl RecordedDecision {
@@ -85,6 +88,11 @@ impl RecordedDecision {
     /// a budget, a token that could not be minted): an input to replay, not
     /// a decision to re-take.
     pub fn outside_policy(&self) -> bool {
+        // A flow denial is decided on labels the log does not carry (which
+        // outputs were labelled): an input here, as docs/AUDIT.md says.
+        if self.flow.is_some() {
+            return true;
+        }
         self.effect == PolicyEffect::Deny
             && matches!(
                 self.policy_ids.as_slice(),
@@ -287,6 +295,11 @@ fn decision(
         ),
         Some(_) => return Err(malformed(e.seq, "approved_by is not a list")),
     };
+    let flow = data
+        .get("flow")
+        .and_then(|f| f.get("source"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Ok(RecordedDecision {
         seq: e.seq,
         effect,
@@ -297,6 +310,7 @@ fn decision(
         now_s,
         budget_spent,
         approved_by,
+        flow,
     })
 }
 

@@ -10,9 +10,9 @@
 //! uses a proxy (environment variables are ignored) and the response body
 //! is read with a byte cap.
 //!
-//! The `Tool` wrapper lives with the coordinator: it parses a grant's
-//! arguments with [`FetchRequest::from_json`] and calls
-//! [`HttpFetcher::fetch`].
+//! The `Tool` is [`crate::tools::HttpTool`]: it parses a grant's arguments
+//! with [`FetchRequest::from_json`] and calls [`HttpFetcher::fetch`]
+//! through [`crate::Broker::run`].
 
 mod error;
 mod fetch;
@@ -22,4 +22,6 @@ pub mod resolve;
 pub use error::HttpError;
 pub use fetch::{FetchRequest, FetchResponse, HttpFetcher};
 pub use policy::{HostRule, HttpSettings};
+/// The HTTP method type of [`HttpSettings::methods`].
+pub use reqwest::Method;
 pub use resolve::{Resolver, StaticResolver, SystemResolver};

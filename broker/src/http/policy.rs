@@ -17,6 +17,55 @@ pub struct HostRule {
     pub port: Option<u16>,
 }
 
+/// Why an allowlist entry of the configuration is not a [`HostRule`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostRuleError {
+    /// The host part is not a name or address a URL could carry.
+    #[error("{0}")]
+    Host(addr::AddrRefusal),
+    /// The port is not a number from 1 to 65535.
+    #[error("port {0:?} is not a number from 1 to 65535")]
+    Port(String),
+    /// An IPv6 address without brackets (its colons read as a port).
+    #[error("write an IPv6 address in brackets, e.g. [2001:db8::1]:443")]
+    BareIpv6,
+}
+
+impl HostRule {
+    /// Reads `host`, `host:port`, `[v6]` or `[v6]:port` (no port: the
+    /// scheme's default). The host is checked as a URL's would be: a
+    /// `localhost` name or a malformed name is refused.
+    ///
+    /// # Errors
+    /// [`HostRuleError`] naming what is wrong.
+    pub fn parse(entry: &str) -> Result<HostRule, HostRuleError> {
+        let (host, port) = if entry.starts_with('[') {
+            match entry.split_once("]:") {
+                Some((h, p)) => (format!("{h}]"), Some(p)),
+                None => (entry.to_owned(), None),
+            }
+        } else {
+            match entry.split_once(':') {
+                Some((_, rest)) if rest.contains(':') => return Err(HostRuleError::BareIpv6),
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (entry.to_owned(), None),
+            }
+        };
+        addr::parse_host(&host).map_err(HostRuleError::Host)?;
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| HostRuleError::Port(p.chars().take(16).collect()))?,
+            ),
+        };
+        Ok(HostRule { host, port })
+    }
+}
+
 /// What `http.fetch` may do.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -379,6 +428,28 @@ mod tests {
                 "{u}"
             );
         }
+    }
+
+    #[test]
+    fn allowlist_entries_parse_with_or_without_a_port() {
+        let r = |s: &str| HostRule::parse(s);
+        assert_eq!(
+            r("api.example.com:8443").unwrap(),
+            HostRule {
+                host: "api.example.com".into(),
+                port: Some(8443)
+            }
+        );
+        assert_eq!(r("example.com").unwrap().port, None);
+        assert_eq!(r("[::1]:80").unwrap().host, "[::1]");
+        assert_eq!(r("[::1]").unwrap().port, None);
+        assert_eq!(r("127.0.0.1:8080").unwrap().port, Some(8080));
+        assert_eq!(r("::1"), Err(HostRuleError::BareIpv6));
+        assert!(matches!(r("a.com:0"), Err(HostRuleError::Port(_))));
+        assert!(matches!(r("a.com:http"), Err(HostRuleError::Port(_))));
+        assert!(matches!(r("localhost:80"), Err(HostRuleError::Host(_))));
+        assert!(matches!(r("a b:80"), Err(HostRuleError::Host(_))));
+        assert!(matches!(r(""), Err(HostRuleError::Host(_))));
     }
 
     #[test]

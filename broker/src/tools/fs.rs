@@ -38,16 +38,28 @@ impl std::fmt::Debug for FsTool {
 
 /// The four file tools over one root.
 pub fn fs_tools(root: FsRoot, broker: Arc<Broker>, limits: ToolLimits) -> Vec<Arc<dyn Tool>> {
+    fs_tools_with(root, broker, |_| limits)
+}
+
+/// The four file tools over one root, each with the limits `limits` gives
+/// for its name (`fs.read`, `fs.write`, `fs.list`, `fs.stat`).
+pub fn fs_tools_with(
+    root: FsRoot,
+    broker: Arc<Broker>,
+    limits: impl Fn(&str) -> ToolLimits,
+) -> Vec<Arc<dyn Tool>> {
     let root = Arc::new(root);
     [Op::Read, Op::Write, Op::List, Op::Stat]
         .into_iter()
         .map(|op| {
-            Arc::new(FsTool {
+            let mut tool = FsTool {
                 op,
                 root: root.clone(),
                 broker: broker.clone(),
-                limits,
-            }) as Arc<dyn Tool>
+                limits: ToolLimits::default(),
+            };
+            tool.limits = limits(tool.name());
+            Arc::new(tool) as Arc<dyn Tool>
         })
         .collect()
 }

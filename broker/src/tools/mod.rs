@@ -3,7 +3,9 @@
 
 mod args;
 pub mod fs;
+pub mod http;
 pub mod shell;
 
-pub use fs::fs_tools;
+pub use fs::{fs_tools, fs_tools_with};
+pub use http::HttpTool;
 pub use shell::ShellTool;

@@ -21,6 +21,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server whose accept loop counts into `count`.
+    pub fn from_parts(addr: SocketAddr, count: Arc<AtomicUsize>) -> Server {
+        Server { addr, count }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

@@ -404,11 +404,13 @@ pub enum KindTag {
     CallReceived = 12,
     /// 13
     CallAnswered = 13,
+    /// 14
+    SkillQuarantine = 14,
 }
 
 impl KindTag {
     /// Every tag, in wire order.
-    pub const ALL: [KindTag; 13] = [
+    pub const ALL: [KindTag; 14] = [
         KindTag::PolicyDecision,
         KindTag::TokenMint,
         KindTag::TokenVerification,
@@ -422,6 +424,7 @@ impl KindTag {
         KindTag::NodeConfig,
         KindTag::CallReceived,
         KindTag::CallAnswered,
+        KindTag::SkillQuarantine,
     ];
 
     /// The wire byte.
@@ -450,6 +453,7 @@ impl KindTag {
             KindTag::NodeConfig => "node_config",
             KindTag::CallReceived => "call_received",
             KindTag::CallAnswered => "call_answered",
+            KindTag::SkillQuarantine => "skill_quarantine",
         }
     }
 }
@@ -470,7 +474,7 @@ impl KindTag {
 /// | `KillSwitch` (9) | 1: engaged (0/1) |
 /// | `NodeConfig` (11) | 1: configuration digest (32 bytes) |
 /// | `CallAnswered` (13) | 1: status (1 answered, 2 failed); 2: answer digest (32 bytes) or error code (u16 LE) |
-/// | others | none |
+/// | others (`CallReceived` (12) and `SkillQuarantine` (14) among them) | none |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventKind {
@@ -526,6 +530,10 @@ pub enum EventKind {
         /// How it was answered.
         answer: CallAnswer,
     },
+    /// A skill module did not match its pinned SHA-256: it was refused and
+    /// moved to quarantine (data: `name`, `expected`, `actual`,
+    /// `quarantined_to`).
+    SkillQuarantine,
 }
 
 /// How a Call was answered, as [`EventKind::CallAnswered`] records it.
@@ -564,6 +572,7 @@ impl EventKind {
             EventKind::NodeConfig { .. } => KindTag::NodeConfig,
             EventKind::CallReceived => KindTag::CallReceived,
             EventKind::CallAnswered { .. } => KindTag::CallAnswered,
+            EventKind::SkillQuarantine => KindTag::SkillQuarantine,
         }
     }
 
@@ -616,7 +625,8 @@ impl EventKind {
             | EventKind::ActorRestart
             | EventKind::ApprovalRequest
             | EventKind::PolicyReload
-            | EventKind::CallReceived => {}
+            | EventKind::CallReceived
+            | EventKind::SkillQuarantine => {}
         }
     }
 
@@ -625,7 +635,7 @@ impl EventKind {
         let mut r = Reader::new(bytes, FIELD);
         let tag = KindTag::from_byte(r.u8()?).ok_or(DecodeError::InvalidValue {
             field: FIELD,
-            reason: "unknown event kind tag (1 to 13 are defined)",
+            reason: "unknown event kind tag (1 to 14 are defined)",
         })?;
         let kind = match tag {
             KindTag::PolicyDecision => {
@@ -707,6 +717,7 @@ impl EventKind {
                 engaged: decode_bool(&mut r, 1, "audit kill switch engaged")?,
             },
             KindTag::PolicyReload => EventKind::PolicyReload,
+            KindTag::SkillQuarantine => EventKind::SkillQuarantine,
             KindTag::NodeConfig => {
                 let digest = take_field(&mut r, 1, "audit config digest", 32)?;
                 EventKind::NodeConfig {
@@ -958,7 +969,7 @@ mod tests {
         }
         assert_eq!(KindTag::from_byte(12), Some(KindTag::CallReceived));
         assert_eq!(KindTag::from_byte(13).unwrap().name(), "call_answered");
-        assert_eq!(KindTag::from_byte(14), None);
+        assert_eq!(KindTag::from_byte(15), None);
         // The kind field alone: tag, then its sub-fields.
         let decode = |bytes: &[u8]| EventKind::decode(bytes, &limits);
         let mut ok = vec![13];
@@ -994,6 +1005,26 @@ mod tests {
             received_extra,
         ] {
             assert!(decode(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_skill_quarantine_round_trips_and_the_reserved_tags_stay_unknown() {
+        let data = EventData::from_value(&serde_json::json!({
+            "name": "summarise", "expected": "ab", "actual": "cd", "quarantined_to": "/q/x.wasm",
+        }))
+        .unwrap();
+        let e = AuditEvent::new(5, EventKind::SkillQuarantine, data);
+        let bytes = e.canonical_encoding();
+        let mut r = Reader::new(&bytes, "test");
+        let back = AuditEvent::decode_from(&mut r, &Limits::default()).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.kind.tag().byte(), 14);
+        assert_eq!(back.kind.tag().name(), "skill_quarantine");
+        // Past the last tag: not decodable.
+        for unknown in [15u8, 255] {
+            assert_eq!(KindTag::from_byte(unknown), None);
+            assert!(EventKind::decode(&[unknown], &Limits::default()).is_err());
         }
     }
 

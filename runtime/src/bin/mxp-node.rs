@@ -149,15 +149,18 @@ impl Stop {
 
 async fn run(config: Config) -> ExitCode {
     let stop = Stop::catch();
+    // Metrics first: what the node finds while it prepares (a skill
+    // quarantined at start) is counted.
+    let endpoint =
+        match node::metrics_addr(&config).and_then(|a| a.map(node::install_metrics).transpose()) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("mxp-node: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+        };
     let prepared = match node::prepare(&config) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("mxp-node: {e}");
-            return ExitCode::from(e.exit_code());
-        }
-    };
-    let endpoint = match prepared.metrics.map(node::install_metrics).transpose() {
-        Ok(m) => m,
         Err(e) => {
             eprintln!("mxp-node: {e}");
             return ExitCode::from(e.exit_code());

@@ -62,6 +62,7 @@ pub mod policy;
 pub mod remote;
 pub mod replay;
 pub mod since;
+pub mod skills;
 pub mod table;
 
 use mxp_protocol::ErrorCode;
@@ -152,6 +153,9 @@ pub enum Command {
     /// Replay a recorded session on a node, or re-decide it under another policy, as an operator (`mxp replay mxp://host:port <session>`).
     #[command(long_about = replay::LONG_ABOUT)]
     Replay(replay::ReplayArgs),
+    /// List or verify a node's WebAssembly skills offline (`mxp skills verify --config node.toml`).
+    #[command(long_about = skills::LONG_ABOUT)]
+    Skills(skills::SkillsArgs),
 }
 
 /// Why a command failed, and with which exit code.
@@ -298,6 +302,7 @@ pub fn execute<R: Read, W: Write>(cli: Cli, input: R, out: &mut W) -> Result<(),
         Command::Approvals(args) => approvals::run(&args, out)?,
         Command::Audit(args) => audit::run(&args, out)?,
         Command::Replay(args) => replay::run(&args, out)?,
+        Command::Skills(args) => skills::run(&args, out)?,
     }
     flush_out(out)
 }

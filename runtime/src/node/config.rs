@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use mxp_actors::{Rule, SupervisionPolicy};
+
+pub use super::broker_config::{BrokerSection, SkillsSection, ToolLimitsSection};
 use mxp_protocol::AgentId;
 use mxp_transport::{Limits, MxpUrl, PeerId};
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,10 @@ pub struct Config {
     pub mesh: MeshSection,
     /// `[governance]`.
     pub governance: GovernanceSection,
+    /// `[broker]`.
+    pub broker: BrokerSection,
+    /// `[skills]`.
+    pub skills: SkillsSection,
     /// `[[agents]]`.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
@@ -94,6 +100,9 @@ pub struct GovernanceSection {
     pub session_max_bytes: u64,
     /// Tool wall time per session per window (ms); 0: unlimited.
     pub session_max_wall_ms: u64,
+    /// How the flow rule finds labelled data in a sink's arguments:
+    /// `content` or `run`.
+    pub flow_mode: String,
 }
 
 impl GovernanceSection {
@@ -112,6 +121,16 @@ impl GovernanceSection {
                 format!("{other:?} is not a zone: use sandbox, supervised or high_stakes"),
             )),
         }
+    }
+
+    /// The flow rule's mode.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] for an unknown mode.
+    pub fn flow_mode(&self) -> Result<mxp_actors::FlowMode, ConfigError> {
+        self.flow_mode
+            .parse()
+            .map_err(|why: String| key_err("governance.flow_mode", why))
     }
 
     /// The policy source.
@@ -150,6 +169,8 @@ impl GovernanceSection {
                 self.session_max_bytes,
                 self.session_max_wall_ms,
             ),
+            // Checked by `Config::validate`; the default if it was not.
+            flow_mode: self.flow_mode().unwrap_or_default(),
             ..mxp_actors::GateSettings::default()
         }
     }
@@ -208,9 +229,24 @@ pub struct AgentSection {
     /// Capabilities.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Tools beyond the built-in `echo` and `status` (e.g. `fs.read`,
+    /// `http.fetch`, `skill.summarise`); empty: the built-ins only.
+    #[serde(default)]
+    pub tools: Vec<String>,
     /// Planner rules; the default rules when absent.
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
+}
+
+/// The tools an agent's rules may name: the built-ins and the ones it lists.
+pub fn agent_tool_names(a: &AgentSection) -> Vec<&str> {
+    let mut names = vec!["echo", "status"];
+    for t in &a.tools {
+        if !names.contains(&t.as_str()) {
+            names.push(t);
+        }
+    }
+    names
 }
 
 /// A configuration that cannot be used.
@@ -246,6 +282,10 @@ pub enum ConfigError {
 /// Environment variables starting with `MXP_` that are not node settings
 /// (the `mxp` CLI reads them); `mxp-node` ignores them without a warning.
 pub const OTHER_VARIABLES: &[&str] = &["MXP_CONFIG_DIR"];
+
+/// Variables starting with this are secrets for the broker
+/// (`MXP_SECRET_<NAME>`), not settings: ignored here, never logged.
+pub const SECRET_PREFIX: &str = "MXP_SECRET_";
 
 /// An environment variable that looks like a setting but was ignored, e.g.
 /// `MXP_NODE_LISTEN` (one underscore between section and key).
@@ -334,7 +374,7 @@ fn did_you_mean(name: &str, known: &[String]) -> String {
         .unwrap_or_default()
 }
 
-fn key_err(key: &str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn key_err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         key: key.to_owned(),
         reason: reason.into(),
@@ -418,7 +458,7 @@ impl Config {
             let Some(rest) = name.strip_prefix("MXP_") else {
                 continue;
             };
-            if OTHER_VARIABLES.contains(&name.as_str()) {
+            if OTHER_VARIABLES.contains(&name.as_str()) || name.starts_with(SECRET_PREFIX) {
                 continue;
             }
             let Some((section_name, key_name)) = rest
@@ -507,6 +547,7 @@ impl Config {
             _ => {}
         }
         self.governance.zone()?;
+        self.governance.flow_mode()?;
         for (key, v) in [
             ("governance.token_ttl_ms", self.governance.token_ttl_ms),
             (
@@ -571,6 +612,8 @@ impl Config {
                 ),
             ));
         }
+        self.broker.validate()?;
+        self.skills.validate()?;
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(key_err(
                 "metrics.listen",
@@ -595,18 +638,68 @@ impl Config {
                     format!("{c:?} must be 1 to 256 bytes"),
                 ));
             }
+            self.check_agent_tools(&key, a)?;
             if let Some(rules) = &a.rules {
-                mxp_actors::RulePlanner::new(
-                    rules.clone(),
-                    &mxp_actors::ToolRegistry::builtin().names(),
-                )
-                .map_err(|e| key_err(&format!("{key}.rules"), e.to_string()))?;
+                mxp_actors::RulePlanner::new(rules.clone(), &agent_tool_names(a))
+                    .map_err(|e| key_err(&format!("{key}.rules"), e.to_string()))?;
             }
             if self.agents.iter().take(i).any(|b| b.name == a.name) {
                 return Err(key_err(
                     &format!("{key}.name"),
                     format!("{:?} is used by another agent", a.name),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every tool `a` lists exists and is configured.
+    fn check_agent_tools(&self, key: &str, a: &AgentSection) -> Result<(), ConfigError> {
+        let b = &self.broker;
+        for (j, t) in a.tools.iter().enumerate() {
+            let key = format!("{key}.tools[{j}]");
+            let missing = |setting: &str, why: &str| {
+                Err(key_err(&key, format!("{t:?} needs {setting} ({why})")))
+            };
+            match t.as_str() {
+                "echo" | "status" => {}
+                "fs.read" | "fs.write" | "fs.list" | "fs.stat" if b.fs_root.is_empty() => {
+                    return missing("broker.fs_root", "the folder the file tools act in");
+                }
+                "fs.read" | "fs.write" | "fs.list" | "fs.stat" => {}
+                "http.fetch" if b.http_allow.is_empty() => {
+                    return missing(
+                        "broker.http_allow",
+                        "the hosts it may reach; empty, every URL would be refused",
+                    );
+                }
+                "http.fetch" => {}
+                "shell.exec" if !b.shell_enabled => {
+                    return missing("broker.shell_enabled = true", "it is off by default");
+                }
+                "shell.exec" => {}
+                other => match other.strip_prefix(mxp_skills::SKILL_PREFIX) {
+                    Some(skill)
+                        if self.skills.pins.contains_key(skill) && self.skills.enabled() => {}
+                    Some(skill) => {
+                        return missing(
+                            &format!("skills.dir and a pin skills.pins.{skill}"),
+                            "a skill loads only from the skills folder, with its SHA-256 pinned",
+                        );
+                    }
+                    None => {
+                        return Err(key_err(
+                            &key,
+                            format!(
+                                "unknown tool {other:?} (tools: echo, status, {}, skill.<name>)",
+                                super::broker_config::BROKER_TOOLS.join(", ")
+                            ),
+                        ));
+                    }
+                },
+            }
+            if a.tools.iter().take(j).any(|u| u == t) {
+                return Err(key_err(&key, format!("{t:?} is listed twice")));
             }
         }
         Ok(())
@@ -835,6 +928,221 @@ mod tests {
         assert_eq!(distance("", "abc"), 3);
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(distance("MXP_NODE_LISTEN", "MXP_NODE__LISTEN"), 1);
+    }
+
+    #[test]
+    fn broker_and_skills_are_off_by_default_and_agents_have_the_builtins_only() {
+        let c = Config::load(None, []).unwrap();
+        assert!(c.broker.fs_root.is_empty());
+        assert!(c.broker.http_allow.is_empty());
+        assert!(!c.broker.shell_enabled);
+        assert!(c.broker.secrets_file.is_empty());
+        assert!(!c.skills.enabled());
+        assert!(c.agents[0].tools.is_empty());
+        assert_eq!(agent_tool_names(&c.agents[0]), vec!["echo", "status"]);
+        // The code's defaults of the broker agree with the embedded ones.
+        let http = c.broker.http_settings().unwrap();
+        let code = mxp_broker::http::HttpSettings::default();
+        assert_eq!(http.methods, code.methods);
+        assert_eq!(http.max_response_body, code.max_response_body);
+        assert_eq!(http.timeout, code.timeout);
+        assert_eq!(http.redirects, None);
+        assert_eq!(c.broker.fs_limits(), mxp_broker::fs::FsLimits::default());
+        let shell = c.broker.shell_settings().unwrap();
+        assert_eq!(shell, mxp_broker::shell::ShellSettings::default());
+        let runner = c.skills.settings().runner;
+        assert_eq!(runner, mxp_skills::RunnerConfig::default());
+        assert_eq!(
+            c.broker.ledger_settings(),
+            mxp_broker::outcome::LedgerSettings::default()
+        );
+    }
+
+    #[test]
+    fn agents_get_the_tools_they_list_when_those_are_configured() {
+        let file = "[broker]\nfs_root = \"/srv/files\"\nhttp_allow = [\"api.example.com\", \"127.0.0.1:8080\"]\nhttp_allowed_classes = [\"loopback\"]\n\
+            tool_limits = { \"fs.read\" = { timeout_ms = 5000 } }\n\
+            [skills]\ndir = \"/srv/skills\"\nquarantine_dir = \"/srv/quarantine\"\npins = { summarise = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }\n\
+            [[agents]]\nname = \"a\"\ntools = [\"fs.read\", \"http.fetch\", \"skill.summarise\"]\n\
+            [[agents.rules]]\nmethod = \"read\"\nsteps = [{ tool = \"fs.read\", args = \"$params\" }]\n";
+        let c = load(file, &[]).unwrap();
+        assert_eq!(
+            agent_tool_names(&c.agents[0]),
+            vec!["echo", "status", "fs.read", "http.fetch", "skill.summarise"]
+        );
+        assert_eq!(c.broker.limits("fs.read").timeout.as_millis(), 5000);
+        assert_eq!(c.broker.limits("fs.write").timeout.as_millis(), 60_000);
+        let http = c.broker.http_settings().unwrap();
+        assert_eq!(http.allow[1].port, Some(8080));
+        // What --print-default-config style printing gives loads back.
+        assert_eq!(
+            Config::load(Some(("printed", &c.to_toml())), []).unwrap(),
+            c
+        );
+        // The same through the environment.
+        let c = load(
+            "",
+            &[
+                ("MXP_BROKER__FS_ROOT", "/srv/files"),
+                ("MXP_BROKER__SHELL_ENABLED", "true"),
+                ("MXP_BROKER__SHELL_ALLOW", "[\"/bin/echo\"]"),
+                (
+                    "MXP_SKILLS__PINS",
+                    "{ a = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }",
+                ),
+                ("MXP_SECRET_API_KEY", "never-a-setting"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.broker.fs_root, "/srv/files");
+        assert!(c.broker.shell_enabled);
+        assert!(c.skills.pins.contains_key("a"));
+        // A secret variable is neither a setting nor warned about.
+        assert!(warnings(&[("MXP_SECRET_API_KEY", "x")]).is_empty());
+    }
+
+    #[test]
+    fn broker_and_skills_errors_name_the_key() {
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let agent = |tools: &str| format!("[[agents]]\nname = \"a\"\ntools = [{tools}]\n");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                agent("\"fs.read\""),
+                "agents[0].tools[0]",
+                "needs broker.fs_root",
+            ),
+            (
+                agent("\"http.fetch\""),
+                "agents[0].tools[0]",
+                "needs broker.http_allow",
+            ),
+            (
+                agent("\"shell.exec\""),
+                "agents[0].tools[0]",
+                "broker.shell_enabled = true",
+            ),
+            (agent("\"skill.x\""), "agents[0].tools[0]", "skills.pins.x"),
+            (agent("\"rm\""), "agents[0].tools[0]", "unknown tool \"rm\""),
+            (
+                format!(
+                    "[broker]\nfs_root = \"/r\"\n{}",
+                    agent("\"fs.read\", \"fs.read\"")
+                ),
+                "agents[0].tools[1]",
+                "listed twice",
+            ),
+            (
+                format!(
+                    "{}[[agents.rules]]\nmethod = \"r\"\nsteps = [{{ tool = \"fs.read\" }}]\n",
+                    agent("")
+                ),
+                "agents[0].rules",
+                "unknown tool \"fs.read\"",
+            ),
+            (
+                "[broker]\nfs_root = \"relative/dir\"".into(),
+                "broker.fs_root",
+                "not an absolute path",
+            ),
+            (
+                "[broker]\nshell_enabled = true\nshell_allow = [\"echo\"]".into(),
+                "broker.shell_allow[0]",
+                "not an absolute path",
+            ),
+            (
+                "[broker]\nhttp_allow = [\"localhost:80\"]".into(),
+                "broker.http_allow[0]",
+                "this machine",
+            ),
+            (
+                "[broker]\nhttp_allow = [\"::1\"]".into(),
+                "broker.http_allow[0]",
+                "brackets",
+            ),
+            (
+                "[broker]\nhttp_allowed_classes = [\"nat64\"]".into(),
+                "broker.http_allowed_classes[0]",
+                "always refused",
+            ),
+            (
+                "[broker]\nhttp_allowed_classes = [\"lan\"]".into(),
+                "broker.http_allowed_classes[0]",
+                "not an address class",
+            ),
+            (
+                "[broker]\nhttp_methods = [\"get\"]".into(),
+                "broker.http_methods[0]",
+                "upper case",
+            ),
+            (
+                "[broker]\nhttp_timeout_ms = 0".into(),
+                "broker.http_timeout_ms",
+                "greater than zero",
+            ),
+            (
+                "[broker]\nhttp_timeout_ms = 90000".into(),
+                "broker.tool_timeout_ms",
+                "longer than broker.http_timeout_ms",
+            ),
+            (
+                "[broker]\ntool_limits = { \"shell.exec\" = { timeout_ms = 1000 } }".into(),
+                "broker.tool_limits.\"shell.exec\".timeout_ms",
+                "longer than broker.shell_timeout_ms",
+            ),
+            (
+                "[broker]\ntool_limits = { \"fs.reed\" = {} }".into(),
+                "broker.tool_limits.\"fs.reed\"",
+                "no brokered tool",
+            ),
+            (
+                "[broker]\nshell_run_as = \"nobody\"".into(),
+                "broker.shell_run_as",
+                "uid:gid",
+            ),
+            (
+                "[skills]\ndir = \"/s\"".into(),
+                "skills.quarantine_dir",
+                "must be set",
+            ),
+            (
+                "[skills]\ndir = \"/s\"\nquarantine_dir = \"/s/q\"".into(),
+                "skills.quarantine_dir",
+                "outside skills.dir",
+            ),
+            (
+                "[skills]\npins = { \"Bad\" = \"x\" }".into(),
+                "skills.pins.Bad",
+                "skill name",
+            ),
+            (
+                "[skills]\npins = { ok = \"ABC\" }".into(),
+                "skills.pins.ok",
+                "SHA-256",
+            ),
+            (
+                "[skills]\nmax_memory_bytes = 1".into(),
+                "skills.max_memory_bytes",
+                "64 KiB",
+            ),
+            (
+                format!(
+                    "[skills]\npins = {{ s = \"{hash}\" }}\n{}",
+                    agent("\"skill.s\"")
+                ),
+                "agents[0].tools[0]",
+                "skills.dir",
+            ),
+            (
+                "[broker]\nfs_rot = \"/x\"".into(),
+                "broker",
+                "unknown field `fs_rot`",
+            ),
+        ];
+        for (file, key, reason) in &cases {
+            let e = load(file, &[]).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{file:?}: {e}");
+            assert!(e.contains(reason), "{file:?}: {e}");
+        }
     }
 
     #[test]

@@ -2,17 +2,17 @@
 //! signals and graceful shutdown. The `mxp-node` binary is a thin `main`
 //! around [`run`].
 
+pub mod broker_config;
 pub mod config;
 pub mod http;
 mod process;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mxp_actors::{
-    AgentSpec, CedarPolicy, Gate, NoHooks, Node, NodeSettings, RulePlanner, ToolRegistry,
-};
+use mxp_actors::{AgentSpec, CedarPolicy, Gate, NoHooks, Node, NodeSettings, RulePlanner};
 use mxp_protocol::AgentId;
 use mxp_transport::{NodeIdentity, PeerId, PeerTrust};
 
@@ -63,6 +63,9 @@ pub enum RunError {
     /// The node's store cannot be opened.
     #[error("node store: {0}")]
     Store(mxp_actors::store::StoreError),
+    /// The broker's outcome ledger (in the node's store) cannot be opened.
+    #[error("outcome ledger in the node store: {0}")]
+    Ledger(mxp_broker::outcome::OutcomeError),
     /// The metrics endpoint cannot start.
     #[error("metrics endpoint on {addr} (metrics.listen): {reason}")]
     Metrics {
@@ -84,7 +87,8 @@ impl RunError {
             | RunError::Identity(_)
             | RunError::Bind { .. }
             | RunError::Policy(..)
-            | RunError::Store(_) => 2,
+            | RunError::Store(_)
+            | RunError::Ledger(_) => 2,
             RunError::Node(mxp_actors::NodeError::Transport(
                 mxp_transport::TransportError::Bind { .. },
             )) => 2,
@@ -182,6 +186,20 @@ pub fn derive_agent_id(node: &PeerId, name: &str) -> AgentId {
     AgentId::from_bytes(id)
 }
 
+/// The metrics listener's address (`metrics.listen`), if metrics are on.
+///
+/// # Errors
+/// [`RunError::Config`] naming `metrics.listen` if it is not an address.
+pub fn metrics_addr(config: &Config) -> Result<Option<SocketAddr>, RunError> {
+    Ok((!config.metrics.listen.is_empty())
+        .then(|| config.metrics.listen.parse())
+        .transpose()
+        .map_err(|_| ConfigError::Key {
+            key: "metrics.listen".into(),
+            reason: "not a socket address".into(),
+        })?)
+}
+
 /// What [`prepare`] decided: the settings to start with, and what to tell the operator.
 pub struct Prepared {
     /// The node's settings.
@@ -210,10 +228,29 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
         tracing::warn!("{w}");
     }
     let peer = identity.peer_id();
+    let trust = if config.node.accept_any_peer {
+        PeerTrust::AnyIdentified
+    } else {
+        PeerTrust::pinned(config.node.trusted_peers.iter().copied())
+    };
+    let advertise = (!config.node.advertise.is_empty())
+        .then(|| config.node.advertise.parse())
+        .transpose()
+        .map_err(|_| ConfigError::Key {
+            key: "node.advertise".into(),
+            reason: "not a socket address".into(),
+        })?;
+    let metrics = metrics_addr(config)?;
+    let zone = config.governance.zone()?;
+    let policy_source = config.governance.policy_source();
+    let engine = policy_source
+        .load()
+        .map_err(|e| RunError::Policy(policy_source.to_string(), e))?;
+    let store = mxp_actors::store::Store::open(&data.join("store")).map_err(RunError::Store)?;
+    let tools = tools::build(config, &store)?;
     let mut agents = Vec::new();
     let mut specs = Vec::new();
-    let tools = Arc::new(ToolRegistry::builtin());
-    for a in &config.agents {
+    for (a, tools) in config.agents.iter().zip(tools.registries) {
         let id = a.id.unwrap_or_else(|| derive_agent_id(&peer, &a.name));
         let planner = match &a.rules {
             Some(rules) => {
@@ -230,35 +267,10 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             name: a.name.clone(),
             capabilities: a.capabilities.clone(),
             planner: Arc::new(planner),
-            tools: tools.clone(),
+            tools,
             hooks: Arc::new(NoHooks),
         });
     }
-    let trust = if config.node.accept_any_peer {
-        PeerTrust::AnyIdentified
-    } else {
-        PeerTrust::pinned(config.node.trusted_peers.iter().copied())
-    };
-    let advertise = (!config.node.advertise.is_empty())
-        .then(|| config.node.advertise.parse())
-        .transpose()
-        .map_err(|_| ConfigError::Key {
-            key: "node.advertise".into(),
-            reason: "not a socket address".into(),
-        })?;
-    let metrics = (!config.metrics.listen.is_empty())
-        .then(|| config.metrics.listen.parse())
-        .transpose()
-        .map_err(|_| ConfigError::Key {
-            key: "metrics.listen".into(),
-            reason: "not a socket address".into(),
-        })?;
-    let zone = config.governance.zone()?;
-    let policy_source = config.governance.policy_source();
-    let engine = policy_source
-        .load()
-        .map_err(|e| RunError::Policy(policy_source.to_string(), e))?;
-    let store = mxp_actors::store::Store::open(&data.join("store")).map_err(RunError::Store)?;
     let audit_log = mxp_actors::store::AuditLog::open(store.clone()).map_err(RunError::Store)?;
     let audit = mxp_actors::audit::Auditor::start(audit_log).map_err(|e| RunError::DataDir {
         path: data.display().to_string(),
@@ -299,6 +311,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             session_ttl: Duration::from_millis(config.node.session_ttl_ms),
             max_body_bytes: config.node.max_body_bytes,
             registry: config.mesh.limits(),
+            node_services: tools.node_services,
         },
         accept_any_peer: config.node.accept_any_peer,
         agents,
@@ -468,6 +481,10 @@ fn describe_metrics() {
     describe_counter!(
         "mxp_audit_dropped_total",
         "Audit events recorded without waiting that were dropped: the writer's queue was full"
+    );
+    describe_counter!(
+        "mxp_skills_quarantined_total",
+        "Skill modules refused for not matching their pinned SHA-256 and moved to skills.quarantine_dir"
     );
     describe_counter!(
         "mxp_policy_reloads_total",
