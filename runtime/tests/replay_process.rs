@@ -160,8 +160,14 @@ fn mxp(root: &Path, args: &[&str]) -> Run {
 }
 
 fn mxp_ok(root: &Path, args: &[&str]) -> String {
+    mxp_exit(root, args, 0)
+}
+
+/// Runs `mxp args` and checks its exit code (6: the report says the
+/// history differs).
+fn mxp_exit(root: &Path, args: &[&str], code: i32) -> String {
     let run = mxp(root, args);
-    assert_eq!(run.code, 0, "mxp {args:?}: {run:?}");
+    assert_eq!(run.code, code, "mxp {args:?}: {run:?}");
     run.stdout
 }
 
@@ -462,7 +468,7 @@ fn a_session_replays_identical_and_a_changed_planner_diverges_at_its_first_step(
 
     // The same data folder, other rules: `twice`'s second step changed.
     let node = w.start(RULES_V2);
-    let out = mxp_ok(&w.root, &["replay", &node.url, s]);
+    let out = mxp_exit(&w.root, &["replay", &node.url, s], 6);
     let count2 = mxp_governance::token::args::args_digest(&json!({"count": 2})).to_string();
     let count3 = mxp_governance::token::args::args_digest(&json!({"count": 3})).to_string();
     let head = format!("diverged: session {s}, call 2 (trace ");
@@ -496,7 +502,7 @@ fn what_if_lists_exactly_the_decisions_a_stricter_set_changes() {
     let strict = strict.to_str().unwrap();
 
     // One session.
-    let out = mxp_ok(&w.root, &["replay", &node.url, s, "--policy", strict]);
+    let out = mxp_exit(&w.root, &["replay", &node.url, s, "--policy", strict], 6);
     let mut lines = out.lines();
     assert_eq!(
         lines.next(),
@@ -523,11 +529,12 @@ fn what_if_lists_exactly_the_decisions_a_stricter_set_changes() {
         json!({"text": "x"}),
     )
     .unwrap();
-    let out = mxp_ok(
+    let out = mxp_exit(
         &w.root,
         &[
             "policy", "what-if", &node.url, "--policy", strict, "--since", "1h", "--json",
         ],
+        6,
     );
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -625,7 +632,7 @@ fn digests_and_large_params_are_named_and_the_node_serves_during_replays() {
         .unwrap(),
         big
     );
-    let out = mxp_ok(&w.root, &["replay", &node.url, s]);
+    let out = mxp_exit(&w.root, &["replay", &node.url, s], 6);
     assert!(
         out.starts_with(&format!(
             "cannot replay: session {s}, call 1, step 1 (record "
@@ -639,7 +646,7 @@ fn digests_and_large_params_are_named_and_the_node_serves_during_replays() {
     // (Its step is denied too: arguments over the policy's MAX_ARGS_BYTES.)
     let denied = call(&w.caller, &node.agent, Some(&other), "echo", huge).unwrap_err();
     assert_eq!(denied.code(), ErrorCode::DENIED, "{denied}");
-    let out = mxp_ok(&w.root, &["replay", &node.url, other.as_str()]);
+    let out = mxp_exit(&w.root, &["replay", &node.url, other.as_str()], 6);
     assert!(
         out.starts_with(&format!("cannot replay: session {other}, call 1 (record ")),
         "{out}"

@@ -211,6 +211,12 @@ pub enum CliError {
         /// What is wrong with the answer.
         message: String,
     },
+    /// The command printed its report, and the report says the history
+    /// differs: a replay that diverged or cannot be replayed, a what-if
+    /// with decisions that would change. Exit code 6, so a script (or CI)
+    /// can gate on it.
+    #[error("{0}")]
+    Differs(String),
 }
 
 fn retriable_note(retriable: bool) -> &'static str {
@@ -231,6 +237,7 @@ impl CliError {
             CliError::Remote { .. } => 3,
             CliError::Timeout(_) => 4,
             CliError::Connection { .. } => 5,
+            CliError::Differs(_) => 6,
         }
     }
 

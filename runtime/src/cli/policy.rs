@@ -24,7 +24,8 @@ pub const LONG_ABOUT: &str = "Check a Cedar policy set offline, or make a node r
     mxp policy check ./policies\n  \
     mxp policy reload mxp://127.0.0.1:9000\n  \
     mxp policy what-if mxp://127.0.0.1:9000 --policy ./new-policies --since 24h\n\n\
-    Exit codes: 0 success; 1 local failure; 2 bad arguments or an invalid policy set (check, \
+    Exit codes: 0 success (for what-if: no decision would change); 6 what-if found decisions \
+    that would change; 1 local failure; 2 bad arguments or an invalid policy set (check, \
     what-if); \
     3 the node answered with an Error frame (denied, an invalid set: the message says where); \
     4 no answer within --timeout; 5 the node could not be reached.";
@@ -118,7 +119,8 @@ pub fn run<W: Write>(args: &PolicyArgs, out: &mut W) -> Result<(), CliError> {
             } else {
                 super::replay::format_what_if(&r)
             };
-            write_out(out, text.as_bytes())
+            write_out(out, text.as_bytes())?;
+            super::replay::what_if_verdict(&r)
         }
     }
 }

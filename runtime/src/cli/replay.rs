@@ -30,7 +30,8 @@ pub const LONG_ABOUT: &str = "Replay a recorded session on a node (operators onl
     Examples:\n  \
     mxp replay mxp://127.0.0.1:9000 s-0123456789abcdef0123456789abcdef\n  \
     mxp replay mxp://127.0.0.1:9000 s-0123456789abcdef0123456789abcdef --policy ./new-policies\n\n\
-    Exit codes: 0 a report (identical, diverged or cannot be replayed); 1 local failure or an \
+    Exit codes: 0 identical (or, with --policy, no decision would change); 6 the report says \
+    otherwise (diverged, cannot be replayed, decisions would change); 1 local failure or an \
     answer that is not valid MXP; 2 bad arguments or an invalid policy folder; 3 the node \
     answered with an Error frame (denied: not an operator; an unknown session; a session \
     too large to replay); 4 no answer within --timeout; 5 the node could not be reached.";
@@ -253,7 +254,36 @@ pub fn run<W: Write>(args: &ReplayArgs, out: &mut W) -> Result<(), CliError> {
     } else {
         format_replay(&r)
     };
-    write_out(out, text.as_bytes())
+    write_out(out, text.as_bytes())?;
+    if args.policy.is_some() {
+        what_if_verdict(&r)
+    } else {
+        replay_verdict(&r)
+    }
+}
+
+/// Exit 6 unless the replay was identical.
+fn replay_verdict(r: &Value) -> Result<(), CliError> {
+    match r.get("result").and_then(Value::as_str) {
+        Some("identical") => Ok(()),
+        Some("diverged") => Err(CliError::Differs(
+            "the replay diverged from the record".into(),
+        )),
+        _ => Err(CliError::Differs("the session cannot be replayed".into())),
+    }
+}
+
+/// Exit 6 when a decision would change.
+pub(crate) fn what_if_verdict(r: &Value) -> Result<(), CliError> {
+    match r.get("changed_total").and_then(Value::as_u64) {
+        Some(0) => Ok(()),
+        Some(n) => Err(CliError::Differs(format!(
+            "{n} recorded decisions would change under that policy"
+        ))),
+        None => Err(CliError::Differs(
+            "the node's report does not say how many decisions would change".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
