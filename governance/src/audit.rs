@@ -29,10 +29,13 @@
 //!   them.
 //! * [`follow`]: [`Follower`], what a live subscriber checks as records and
 //!   checkpoints arrive.
+//! * [`cosign`]: the node's side of witnessing: which cosignatures of its
+//!   checkpoints it takes.
 
 pub mod chain;
 pub mod checkpoint;
 pub mod chunked;
+pub mod cosign;
 pub mod event;
 pub mod follow;
 pub mod merkle;
@@ -46,6 +49,7 @@ pub use chain::{
 };
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointSchedule};
 pub use chunked::{CHUNK_LEAVES, ChunkLeaves, ChunkedLog, NoChunks};
+pub use cosign::{CosignOutcome, CosignRefusal, accept_cosignatures};
 pub use event::{
     AuditEvent, EventData, EventDataError, EventKind, KindTag, PolicyEffect, RecordedOutput,
     ToolOutcome,

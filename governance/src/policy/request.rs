@@ -48,11 +48,17 @@ pub enum Control {
     ApprovalsList,
     /// `audit.read`: read or verify the node's audit log.
     AuditRead,
+    /// `audit.subscribe`: follow the node's audit log live.
+    AuditSubscribe,
+    /// `audit.checkpoint`: read the node's latest signed checkpoint.
+    AuditCheckpoint,
+    /// `audit.cosign`: hand the node a witness's cosignature.
+    AuditCosign,
 }
 
 impl Control {
     /// Every control method.
-    pub const ALL: [Control; 11] = [
+    pub const ALL: [Control; 14] = [
         Control::NodeStatus,
         Control::AgentsList,
         Control::AgentSuspend,
@@ -64,6 +70,9 @@ impl Control {
         Control::ApprovalsDecide,
         Control::ApprovalsList,
         Control::AuditRead,
+        Control::AuditSubscribe,
+        Control::AuditCheckpoint,
+        Control::AuditCosign,
     ];
 
     /// The method name, which is also the Cedar action id.
@@ -80,6 +89,9 @@ impl Control {
             Control::ApprovalsDecide => "approvals.decide",
             Control::ApprovalsList => "approvals.list",
             Control::AuditRead => "audit.read",
+            Control::AuditSubscribe => "audit.subscribe",
+            Control::AuditCheckpoint => "audit.checkpoint",
+            Control::AuditCosign => "audit.cosign",
         }
     }
 }
