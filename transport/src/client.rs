@@ -203,6 +203,26 @@ impl Client {
         })
     }
 
+    /// Closes the connection to `url`'s node, if one is open (application
+    /// close code 0): every stream on it ends at once; the next exchange
+    /// with that node dials again.
+    pub fn disconnect(&self, url: &MxpUrl) {
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&url.authority())
+            .cloned();
+        if let Some(slot) = slot
+            && let Some((conn, _)) = slot.live.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            conn.close(
+                VarInt::from_u32(codes::CLOSE_SHUTDOWN),
+                b"client disconnecting",
+            );
+        }
+    }
+
     /// Calls the agent `url` names with `body` and waits at most `timeout`.
     ///
     /// The Call carries `timeout` (rounded up to whole seconds) so the callee

@@ -9,6 +9,7 @@
 //! * [`mesh`]: the heartbeat round to other nodes.
 
 mod agent;
+mod audit_control;
 pub mod control;
 pub mod dial;
 pub mod forward;
@@ -72,6 +73,9 @@ pub struct NodeStatus {
     /// Approvals waiting for a decision.
     #[serde(default)]
     pub approvals_pending: usize,
+    /// Live audit subscriptions served (`audit.subscribe`).
+    #[serde(default)]
+    pub audit_subscribers: usize,
 }
 
 /// A running node.
