@@ -483,6 +483,56 @@ async fn a_witness_cosigns_what_it_verified_and_forged_cosignatures_are_refused(
     .await
     .unwrap_err();
     assert_eq!(missing.code(), ErrorCode::INVALID_PAYLOAD, "{missing}");
+
+    // A follower that resumes with the checkpoint it accepted before gets
+    // the next one with a proof from it; one that holds a root the node
+    // never signed refuses the next one: it does not extend.
+    let held =
+        mxp_governance::audit::Checkpoint::parse(Note::parse(note.as_bytes()).unwrap().text())
+            .unwrap()
+            .tree;
+    let resume = |last: TreeHead| {
+        let mut o = FollowOptions::new(n.url().clone(), held.size);
+        o.last_checkpoint = Some(last);
+        o.reconnects = 0;
+        AuditFollower::new(c.clone(), o)
+    };
+    let mut good = resume(held);
+    let mut forked = resume(TreeHead {
+        size: held.size,
+        root: [0x5a; 32],
+    });
+    for i in 10..20 {
+        echo(&c, &n, i).await;
+    }
+    loop {
+        if let FollowEvent::Checkpoint { accepted, .. } = next(&mut good).await {
+            assert!(accepted.checkpoint.tree.size > held.size);
+            break;
+        }
+    }
+    let refused = loop {
+        match tokio::time::timeout(T, forked.next()).await.unwrap() {
+            Ok(FollowEvent::Checkpoint { accepted, .. }) => {
+                panic!(
+                    "accepted {:?} after a root the node never signed",
+                    accepted.checkpoint
+                )
+            }
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            refused,
+            FollowFailure::Verify(FollowError::Checkpoint {
+                source: mxp_governance::audit::WitnessRefusal::ProofInvalid(_),
+                ..
+            })
+        ),
+        "{refused}"
+    );
     // A consistency proof from an earlier size verifies.
     let from = 3;
     let p = control(&c, &n, "audit.checkpoint", json!({ "from_size": from }))

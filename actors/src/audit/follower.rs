@@ -32,6 +32,9 @@ pub struct FollowOptions {
     pub from: u64,
     /// The node's audit key, if known (else pinned on first use).
     pub vkey: Option<NoteVerifier>,
+    /// The last checkpoint accepted before (a witness keeps it across
+    /// restarts): the first checkpoint must extend it.
+    pub last_checkpoint: Option<TreeHead>,
     /// Cosign every checkpoint accepted with this key and hand the
     /// cosignature to the node (`audit.cosign`).
     pub witness: Option<Cosigner>,
@@ -51,6 +54,7 @@ impl FollowOptions {
             node,
             from,
             vkey: None,
+            last_checkpoint: None,
             witness: None,
             timeout: Duration::from_secs(10),
             reconnects: 5,
@@ -163,7 +167,10 @@ impl AuditFollower {
 
     /// The last checkpoint accepted.
     pub fn last_checkpoint(&self) -> Option<TreeHead> {
-        self.state.as_ref().and_then(Follower::last_checkpoint)
+        match &self.state {
+            Some(s) => s.last_checkpoint(),
+            None => self.opts.last_checkpoint,
+        }
     }
 
     /// The node's audit key, once pinned.
@@ -286,7 +293,12 @@ impl AuditFollower {
                 origin: origin.to_owned(),
                 verifiers: presented.into_iter().collect(),
             };
-            self.state = Some(Follower::new(log, Limits::default(), self.opts.from, None));
+            self.state = Some(Follower::new(
+                log,
+                Limits::default(),
+                self.opts.from,
+                self.opts.last_checkpoint,
+            ));
         }
         self.stream = Some(stream);
         Ok(())
