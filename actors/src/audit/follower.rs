@@ -115,6 +115,17 @@ pub enum FollowFailure {
     /// The node ended the stream, and it was not resumed.
     #[error("the audit stream ended: {0}")]
     Ended(String),
+    /// Resuming, the node no longer holds the records this follower already
+    /// verified: its log was cut or replaced.
+    #[error(
+        "the node now holds fewer records than the {verified} this follower verified: its log was cut or replaced ({said})"
+    )]
+    Behind {
+        /// Records verified so far.
+        verified: u64,
+        /// What the node said.
+        said: String,
+    },
 }
 
 /// A live, verifying follower of a node's audit log.
@@ -247,9 +258,21 @@ impl AuditFollower {
             "from": self.next_seq(),
             "checkpoint": self.last_checkpoint().map(|c| c.size),
         });
-        let failed = |source| FollowFailure::Subscribe {
-            node: self.opts.node.to_string(),
-            source: Box::new(source),
+        let resuming = self.state.is_some();
+        let verified = self.next_seq();
+        let failed = |source: CallError| {
+            // The only parameters sent are well-formed: refused on a resume,
+            // they name a sequence number beyond the node's head.
+            if resuming && source.code() == mxp_protocol::ErrorCode::INVALID_PAYLOAD {
+                return FollowFailure::Behind {
+                    verified,
+                    said: source.to_string(),
+                };
+            }
+            FollowFailure::Subscribe {
+                node: self.opts.node.to_string(),
+                source: Box::new(source),
+            }
         };
         let stream = self
             .client

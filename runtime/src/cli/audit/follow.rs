@@ -34,7 +34,8 @@ pub const LONG_ABOUT: &str = "Follow a node's audit log live (operators only, by
     checkpoint` prints it too.\n\n\
     Exit codes: 0 --count records printed; 1 the stream does \
     not verify (naming the record or checkpoint and the check that failed), the node \
-    presents another audit key than --vkey, or an answer that is not valid MXP; 2 bad \
+    presents another audit key than --vkey, resuming finds fewer records than were already \
+    verified (a cut or replaced log), or an answer that is not valid MXP; 2 bad \
     arguments; 3 the node answered with an Error frame (denied; a sequence number beyond the \
     log's head; too many subscriptions); 4 no answer within --timeout; 5 the node could not be \
     reached, or the stream was lost and could not be resumed.";
