@@ -16,18 +16,34 @@
 //!
 //! If the log cannot be written, the step fails closed: the Call is answered
 //! `internal` (retriable) and nothing acts.
+//!
+//! The writer also keeps the Merkle tree of the whole log ([`tree`]), signs
+//! checkpoints of it ([`checkpointer`]) and publishes the log's head, which
+//! live subscribers follow ([`subscribe`]).
 
+mod checkpointer;
+pub mod follower;
+pub mod subscribe;
+mod tree;
+
+use std::sync::Arc;
+
+pub use checkpointer::{CheckpointSettings, CheckpointView};
+pub use follower::{AuditFollower, FollowEvent, FollowFailure, FollowOptions};
+use mxp_governance::audit::cosign::{CosignOutcome, CosignRefusal};
 use mxp_governance::audit::{
-    AuditEvent, ChainHead, EventData, Limits, Record, RecordedOutput, VerifiedRange, merkle,
+    AuditEvent, ChainHead, ChunkedLog, EventData, Hash, Limits, Record, RecordedOutput,
+    VerifiedRange,
 };
 pub use mxp_governance::audit::{CallAnswer, EventKind, PolicyEffect, ToolOutcome};
 use mxp_governance::token::args::{ArgsDigest, args_digest};
 use mxp_protocol::{PrincipalId, SessionId};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+pub use subscribe::{SubscribeRefused, SubscriptionLimits, Subscriptions};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::gate::now_unix_ms;
-use crate::store::{AuditLog, StoreError};
+use crate::store::{AuditLog, Store, StoreError};
 
 /// Batches waiting for the writer, at most; past it, callers wait.
 const QUEUE: usize = 4096;
@@ -36,8 +52,10 @@ const MAX_GROUP: usize = 4096;
 /// Tool output recorded verbatim up to this many bytes; a longer one is
 /// recorded as its length and BLAKE3 digest.
 pub const MAX_RECORDED_OUTPUT: usize = 16 * 1024;
+/// The longest the writer waits between checks of the checkpoint schedule.
+const MAX_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Why an event could not be recorded.
+/// Why an event could not be recorded, or an audit request answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
@@ -58,6 +76,18 @@ pub enum AuditError {
     /// This node keeps no audit log.
     #[error("this node keeps no audit log")]
     Off,
+    /// This node signs no checkpoints (no audit key configured).
+    #[error("this node signs no audit checkpoints")]
+    NoCheckpoints,
+    /// A cosigned note the node does not take.
+    #[error("cosignature refused: {0}")]
+    Cosign(CosignRefusal),
+    /// A request that cannot be answered as asked (named).
+    #[error("{0}")]
+    Request(String),
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer: {0}")]
+    Spawn(String),
 }
 
 enum Job {
@@ -76,6 +106,22 @@ enum Job {
     Prove {
         seq: u64,
         done: oneshot::Sender<Result<Inclusion, AuditError>>,
+    },
+    /// Time to look at the checkpoint schedule.
+    Tick,
+    Checkpoint {
+        size: Option<u64>,
+        from_size: Option<u64>,
+        done: oneshot::Sender<Result<CheckpointView, AuditError>>,
+    },
+    Cosign {
+        note: Vec<u8>,
+        done: oneshot::Sender<Result<CosignOutcome, AuditError>>,
+    },
+    Consistency {
+        old: u64,
+        new: u64,
+        done: oneshot::Sender<Result<Vec<Hash>, AuditError>>,
     },
 }
 
@@ -104,11 +150,49 @@ impl Job {
     }
 }
 
+/// What a node's audit log is beyond its records: how it signs
+/// checkpoints, and how many live subscribers it serves.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSettings {
+    /// Checkpoint signing (`None`: no checkpoints).
+    pub checkpoints: Option<CheckpointSettings>,
+    /// Live subscriptions served at most.
+    pub subscriptions: SubscriptionLimits,
+}
+
+/// The log's checkpoint identity, as subscribers and witnesses see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogInfo {
+    /// The checkpoint origin line.
+    pub origin: String,
+    /// The node's audit verifier key, `<name>+<hex key ID>+<base64 key>`.
+    pub vkey: String,
+    /// The names of the witnesses whose cosignatures the node takes.
+    pub witnesses: Vec<String>,
+}
+
+/// What live subscribers read: the store, the head and latest checkpoint
+/// the writer publishes, the log's identity, and the subscription table.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// The node's store (records are read from it directly).
+    pub store: Arc<Store>,
+    /// Records durable in the log (the next sequence number).
+    pub head: watch::Receiver<u64>,
+    /// The size of the latest checkpoint signed (0: none).
+    pub checkpoints: watch::Receiver<u64>,
+    /// The checkpoint identity (`None`: no checkpoints).
+    pub info: Option<Arc<LogInfo>>,
+    /// Subscriptions served.
+    pub subscriptions: Arc<Subscriptions>,
+}
+
 /// A handle to the audit writer (cheap to clone). [`Auditor::off`] records
 /// nothing: for nodes without a store (tests, embedded use).
 #[derive(Clone)]
 pub struct Auditor {
     tx: Option<mpsc::Sender<Job>>,
+    feed: Option<Feed>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -125,10 +209,23 @@ impl Default for Auditor {
     }
 }
 
+async fn ask<T>(
+    tx: Option<&mpsc::Sender<Job>>,
+    job: impl FnOnce(oneshot::Sender<Result<T, AuditError>>) -> Job,
+) -> Result<T, AuditError> {
+    let tx = tx.ok_or(AuditError::Off)?;
+    let (done, rx) = oneshot::channel();
+    tx.send(job(done)).await.map_err(|_| AuditError::Closed)?;
+    rx.await.map_err(|_| AuditError::Closed)?
+}
+
 impl Auditor {
     /// No audit log: [`record`](Self::record) returns at once.
     pub fn off() -> Auditor {
-        Auditor { tx: None }
+        Auditor {
+            tx: None,
+            feed: None,
+        }
     }
 
     /// Whether events are recorded.
@@ -136,16 +233,89 @@ impl Auditor {
         self.tx.is_some()
     }
 
-    /// Starts the writer thread over `log`.
+    /// Starts the writer thread over `log`, without checkpoints.
     ///
     /// # Errors
-    /// When the thread cannot be spawned.
+    /// When the thread cannot be spawned or the log's Merkle tree cannot be
+    /// read back.
     pub fn start(log: AuditLog) -> std::io::Result<Auditor> {
+        Auditor::start_with(log, AuditSettings::default()).map_err(std::io::Error::other)
+    }
+
+    /// Starts the writer thread over `log`: it restores the log's Merkle
+    /// tree (from the chunk hashes stored with checkpoints and the records
+    /// after them), and with `settings.checkpoints` signs checkpoints on
+    /// their schedule (a ticker thread wakes it at most every second).
+    ///
+    /// # Errors
+    /// [`AuditError::Store`] if the tree or the latest checkpoint cannot be
+    /// read; [`AuditError::Spawn`].
+    pub fn start_with(log: AuditLog, settings: AuditSettings) -> Result<Auditor, AuditError> {
+        let store = log.store().clone();
+        let size = log.head().next_seq;
+        let (tree, persisted) = tree::restore(&store, size)?;
+        let signer = settings
+            .checkpoints
+            .clone()
+            .map(|c| checkpointer::Checkpointer::new(c, &store, now_unix_ms()))
+            .transpose()?;
+        let latest = store.latest_checkpoint()?.map_or(0, |c| c.size);
+        let info = settings.checkpoints.as_ref().map(|c| {
+            Arc::new(LogInfo {
+                origin: c.origin.clone(),
+                vkey: c.signer.verifier().to_vkey(),
+                witnesses: c.witnesses.iter().map(|w| w.name().to_owned()).collect(),
+            })
+        });
+        let (head_tx, head) = watch::channel(size);
+        let (cp_tx, checkpoints) = watch::channel(latest);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let tick = signer
+            .as_ref()
+            .map(|s| std::time::Duration::from_millis(s.schedule().every_ms.max(10)).min(MAX_TICK));
+        let writer = Writer {
+            log,
+            store: store.clone(),
+            tree,
+            persisted,
+            signer,
+            head: head_tx,
+            checkpoints: cp_tx,
+        };
         std::thread::Builder::new()
             .name("mxp-audit".into())
-            .spawn(move || writer(log, rx))?;
-        Ok(Auditor { tx: Some(tx) })
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Spawn(e.to_string()))?;
+        if let Some(period) = tick {
+            let ticks = tx.downgrade();
+            std::thread::Builder::new()
+                .name("mxp-audit-tick".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(period);
+                        let Some(tx) = ticks.upgrade() else { return };
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Job::Tick) {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| AuditError::Spawn(e.to_string()))?;
+        }
+        Ok(Auditor {
+            tx: Some(tx),
+            feed: Some(Feed {
+                store,
+                head,
+                checkpoints,
+                info,
+                subscriptions: Subscriptions::new(settings.subscriptions),
+            }),
+        })
+    }
+
+    /// What live subscribers read (`None` without a log).
+    pub fn feed(&self) -> Option<&Feed> {
+        self.feed.as_ref()
     }
 
     /// Appends `events` and returns once they are durable, with the last
@@ -158,20 +328,14 @@ impl Auditor {
     /// Dropping the future does not withdraw the events: they are still
     /// written; only the wait is abandoned.
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<u64, AuditError> {
-        let Some(tx) = &self.tx else {
-            return Ok(0);
-        };
-        if events.is_empty() {
+        if self.tx.is_none() || events.is_empty() {
             return Ok(0);
         }
-        let (done, rx) = oneshot::channel();
-        tx.send(Job::Append {
+        ask(self.tx.as_ref(), |done| Job::Append {
             events,
             done: Some(done),
         })
         .await
-        .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
     }
 
     /// Up to `limit` records from `from` on, and the log's head.
@@ -186,16 +350,11 @@ impl Auditor {
         from: u64,
         limit: usize,
     ) -> Result<(Vec<Record>, ChainHead), AuditError> {
-        let tx = self.tx.as_ref().ok_or(AuditError::Off)?;
-        let (done, rx) = oneshot::channel();
-        tx.send(Job::Read { from, limit, done })
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        ask(self.tx.as_ref(), |done| Job::Read { from, limit, done }).await
     }
 
-    /// The inclusion proof of record `seq` in the whole log. Reads every
-    /// record's leaf (32 bytes per record in memory while it runs).
+    /// The inclusion proof of record `seq` in the whole log (from the
+    /// writer's tree: reads at most one chunk of 256 records).
     ///
     /// # Errors
     /// [`AuditError::Off`]; [`AuditError::NoSuchRecord`]; the store's error.
@@ -203,12 +362,7 @@ impl Auditor {
     /// # Cancel safety
     /// Cancel safe: proving changes nothing.
     pub async fn prove(&self, seq: u64) -> Result<Inclusion, AuditError> {
-        let tx = self.tx.as_ref().ok_or(AuditError::Off)?;
-        let (done, rx) = oneshot::channel();
-        tx.send(Job::Prove { seq, done })
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        ask(self.tx.as_ref(), |done| Job::Prove { seq, done }).await
     }
 
     /// Verifies the whole chain from genesis.
@@ -219,12 +373,54 @@ impl Auditor {
     /// # Cancel safety
     /// Cancel safe: verifying changes nothing.
     pub async fn verify(&self) -> Result<VerifiedRange, AuditError> {
-        let tx = self.tx.as_ref().ok_or(AuditError::Off)?;
-        let (done, rx) = oneshot::channel();
-        tx.send(Job::Verify { done })
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        ask(self.tx.as_ref(), |done| Job::Verify { done }).await
+    }
+
+    /// The latest signed checkpoint (or the one of `size`) and, with
+    /// `from_size`, the consistency proof from that size to it.
+    ///
+    /// # Errors
+    /// [`AuditError::Off`], [`AuditError::NoCheckpoints`],
+    /// [`AuditError::Request`] for a size the node signed no checkpoint of,
+    /// or a `from_size` above the checkpoint's.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: reading changes nothing.
+    pub async fn checkpoint(
+        &self,
+        size: Option<u64>,
+        from_size: Option<u64>,
+    ) -> Result<CheckpointView, AuditError> {
+        ask(self.tx.as_ref(), |done| Job::Checkpoint {
+            size,
+            from_size,
+            done,
+        })
+        .await
+    }
+
+    /// Takes a witness's cosigned `note` for a checkpoint this node signed
+    /// and stores the new cosignatures.
+    ///
+    /// # Errors
+    /// [`AuditError::Cosign`] naming why it is refused (nothing is stored
+    /// then); [`AuditError::NoCheckpoints`]; the store's error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not withdraw the note: it is still taken.
+    pub async fn cosign(&self, note: Vec<u8>) -> Result<CosignOutcome, AuditError> {
+        ask(self.tx.as_ref(), |done| Job::Cosign { note, done }).await
+    }
+
+    /// The consistency proof from `old` to `new` records of the log.
+    ///
+    /// # Errors
+    /// [`AuditError::Request`] for sizes that do not fit the log.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: proving changes nothing.
+    pub async fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, AuditError> {
+        ask(self.tx.as_ref(), |done| Job::Consistency { old, new, done }).await
     }
 
     /// Queues `events` behind every event queued before them, waiting for
@@ -263,85 +459,16 @@ impl Auditor {
     }
 }
 
-fn writer(mut log: AuditLog, mut rx: mpsc::Receiver<Job>) {
-    let mut jobs: Vec<Waiting> = Vec::new();
-    let mut next = rx.blocking_recv();
-    while let Some(job) = next.take() {
-        let mut n = job.len();
-        let mut pending = Some(job);
-        // Take every append waiting (up to MAX_GROUP events); a read or a
-        // verification waits for the appends before it.
-        while let Some(j) = pending.take() {
-            match j {
-                Job::Append { events, done } => jobs.push((events, done)),
-                other => {
-                    next = Some(other);
-                    break;
-                }
-            }
-            if n >= MAX_GROUP {
-                break;
-            }
-            if let Ok(j) = rx.try_recv() {
-                n += j.len();
-                pending = Some(j);
-            }
-        }
-        if !jobs.is_empty() {
-            commit(&mut log, &mut jobs, n);
-        }
-        match next.take() {
-            Some(Job::Read { from, limit, done }) => {
-                let _ = done.send(
-                    log.read(from, limit)
-                        .map(|r| (r, log.head()))
-                        .map_err(AuditError::Store),
-                );
-            }
-            Some(Job::Verify { done }) => {
-                let _ = done.send(log.verify_all().map_err(AuditError::Store));
-            }
-            Some(Job::Prove { seq, done }) => {
-                let _ = done.send(prove(&log, seq));
-            }
-            Some(append) => {
-                next = Some(append);
-                continue;
-            }
-            None => {}
-        }
-        next = rx.blocking_recv();
-    }
-}
-
-fn prove(log: &AuditLog, seq: u64) -> Result<Inclusion, AuditError> {
-    let size = log.head().next_seq;
-    if seq >= size {
-        return Err(AuditError::NoSuchRecord { seq, size });
-    }
-    let mut leaves = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 20));
-    let mut from = 0;
-    while from < size {
-        let page = log.read(from, 1024)?;
-        if page.is_empty() {
-            break;
-        }
-        from += page.len() as u64;
-        leaves.extend(page.iter().map(Record::leaf_hash));
-    }
-    let leaf = leaves
-        .get(usize::try_from(seq).unwrap_or(usize::MAX))
-        .copied()
-        .ok_or(AuditError::NoSuchRecord { seq, size })?;
-    let proof = merkle::inclusion_proof(&leaves, seq)
-        .map_err(|_| AuditError::NoSuchRecord { seq, size })?;
-    Ok(Inclusion {
-        seq,
-        size: leaves.len() as u64,
-        leaf,
-        proof,
-        root: merkle::root(&leaves),
-    })
+/// The writer thread's state.
+struct Writer {
+    log: AuditLog,
+    store: Arc<Store>,
+    tree: ChunkedLog,
+    /// Chunk hashes of `tree` the store holds already.
+    persisted: u64,
+    signer: Option<checkpointer::Checkpointer>,
+    head: watch::Sender<u64>,
+    checkpoints: watch::Sender<u64>,
 }
 
 type Waiting = (
@@ -349,8 +476,134 @@ type Waiting = (
     Option<oneshot::Sender<Result<u64, AuditError>>>,
 );
 
-fn commit(log: &mut AuditLog, jobs: &mut Vec<Waiting>, n: usize) {
-    {
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs: Vec<Waiting> = Vec::new();
+        let mut next = rx.blocking_recv();
+        while let Some(job) = next.take() {
+            let mut n = job.len();
+            let mut pending = Some(job);
+            // Take every append waiting (up to MAX_GROUP events); any other
+            // job waits for the appends before it.
+            while let Some(j) = pending.take() {
+                match j {
+                    Job::Append { events, done } => jobs.push((events, done)),
+                    other => {
+                        next = Some(other);
+                        break;
+                    }
+                }
+                if n >= MAX_GROUP {
+                    break;
+                }
+                if let Ok(j) = rx.try_recv() {
+                    n += j.len();
+                    pending = Some(j);
+                }
+            }
+            if !jobs.is_empty() {
+                self.commit(&mut jobs, n);
+                self.tick();
+            }
+            match next.take() {
+                Some(Job::Append { events, done }) => {
+                    next = Some(Job::Append { events, done });
+                    continue;
+                }
+                Some(other) => self.serve(other),
+                None => {}
+            }
+            next = rx.blocking_recv();
+        }
+    }
+
+    fn serve(&mut self, job: Job) {
+        match job {
+            Job::Append { .. } => {}
+            Job::Read { from, limit, done } => {
+                let _ = done.send(
+                    self.log
+                        .read(from, limit)
+                        .map(|r| (r, self.log.head()))
+                        .map_err(AuditError::Store),
+                );
+            }
+            Job::Verify { done } => {
+                let _ = done.send(self.log.verify_all().map_err(AuditError::Store));
+            }
+            Job::Prove { seq, done } => {
+                let _ = done.send(self.prove(seq));
+            }
+            Job::Tick => self.tick(),
+            Job::Checkpoint {
+                size,
+                from_size,
+                done,
+            } => {
+                let _ = done.send(match &self.signer {
+                    Some(s) => s.view(&self.tree, &self.store, size, from_size),
+                    None => Err(AuditError::NoCheckpoints),
+                });
+            }
+            Job::Cosign { note, done } => {
+                let _ = done.send(match &self.signer {
+                    Some(s) => s.cosign(&self.store, &note),
+                    None => Err(AuditError::NoCheckpoints),
+                });
+            }
+            Job::Consistency { old, new, done } => {
+                let size = self.tree.size();
+                let _ = done.send(if new > size {
+                    Err(AuditError::Request(format!(
+                        "the log holds {size} records, fewer than {new}"
+                    )))
+                } else {
+                    checkpointer::proof_between(&self.tree, &self.store, old, new)
+                });
+            }
+        }
+    }
+
+    /// Signs a checkpoint if one is due, and tells subscribers.
+    fn tick(&mut self) {
+        let Some(signer) = self.signer.as_mut() else {
+            return;
+        };
+        if let Some(size) = signer.tick(&self.tree, &mut self.persisted, &self.store, now_unix_ms())
+        {
+            self.checkpoints.send_replace(size);
+        }
+    }
+
+    fn prove(&self, seq: u64) -> Result<Inclusion, AuditError> {
+        let size = self.tree.size();
+        if seq >= size {
+            return Err(AuditError::NoSuchRecord { seq, size });
+        }
+        let leaf = self
+            .store
+            .audit_leaves(seq, 1)?
+            .first()
+            .copied()
+            .ok_or(AuditError::NoSuchRecord { seq, size })?;
+        let mut src = tree::StoreChunks::new(&self.store);
+        let proof = self
+            .tree
+            .inclusion_proof(seq, size, &mut src)
+            .map_err(|e| match src.error.take() {
+                Some(s) => AuditError::Store(s),
+                None => AuditError::Request(e.to_string()),
+            })?;
+        Ok(Inclusion {
+            seq,
+            size,
+            leaf,
+            proof,
+            root: self.tree.root(),
+        })
+    }
+
+    fn commit(&mut self, jobs: &mut Vec<Waiting>, n: usize) {
         let mut all = Vec::with_capacity(n);
         let mut ends = Vec::with_capacity(jobs.len());
         for (events, _) in jobs.iter_mut() {
@@ -358,17 +611,21 @@ fn commit(log: &mut AuditLog, jobs: &mut Vec<Waiting>, n: usize) {
             ends.push(all.len());
         }
         let started = std::time::Instant::now();
-        let result = log.append_batch(all);
+        let result = self.log.append_batch_hashed(all);
         metrics::histogram!("mxp_audit_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
-            Ok(seqs) => {
-                metrics::counter!("mxp_audit_events_total").increment(seqs.len() as u64);
+            Ok(appended) => {
+                metrics::counter!("mxp_audit_events_total").increment(appended.len() as u64);
+                for (_, hash) in &appended {
+                    self.tree
+                        .append(mxp_governance::audit::merkle::leaf_hash(hash));
+                }
+                self.head.send_replace(self.log.head().next_seq);
                 for ((_, done), end) in jobs.drain(..).zip(ends) {
                     let last = end
                         .checked_sub(1)
-                        .and_then(|i| seqs.get(i))
-                        .copied()
-                        .unwrap_or(0);
+                        .and_then(|i| appended.get(i))
+                        .map_or(0, |(seq, _)| *seq);
                     if let Some(done) = done {
                         let _ = done.send(Ok(last));
                     }

@@ -8,6 +8,8 @@
 //! engine to that by killing a writer process with SIGKILL at random moments.
 
 mod audit_log;
+mod audit_read;
+mod checkpoints;
 mod sled_engine;
 
 use std::path::Path;
@@ -18,6 +20,7 @@ use mxp_governance::approval::Approval;
 use mxp_governance::audit::AppendError;
 
 pub use audit_log::{AuditLog, AuditViolation, seq_key, seq_of_key};
+pub use checkpoints::StoredCheckpoint;
 pub use sled_engine::SledEngine;
 
 /// Why the store failed.
@@ -92,6 +95,8 @@ pub enum Tree {
     /// The broker's effect outcomes by idempotency key (their encoding is
     /// the broker's).
     Outcomes,
+    /// The audit log's signed checkpoints and Merkle chunk hashes.
+    Checkpoints,
 }
 
 impl Tree {
@@ -102,6 +107,7 @@ impl Tree {
             Tree::Approvals => "approvals",
             Tree::Audit => "audit",
             Tree::Outcomes => "outcomes",
+            Tree::Checkpoints => "checkpoints",
         }
     }
 }

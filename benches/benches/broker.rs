@@ -22,7 +22,12 @@
 //! Run: `cargo bench -p mxp-benches --bench broker`
 //! The fetches reach loopback only because the settings allow the
 //! Loopback class explicitly.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -78,7 +78,7 @@ fn invalid(list: &[(&str, &str)]) -> Vec<mxp_governance::policy::PolicyDiagnosti
 fn default_set_loads_and_is_what_default_set_returns() {
     let engine = PolicyEngine::load(&default_files()).unwrap();
     let s = engine.summary();
-    assert_eq!((s.files, s.policies, s.permits, s.forbids), (3, 5, 4, 1));
+    assert_eq!((s.files, s.policies, s.permits, s.forbids), (3, 6, 5, 1));
     assert_eq!(s.approval_policies, 1);
     assert_eq!(
         s.unconstrained, 1,
@@ -122,6 +122,37 @@ fn default_node_status_and_agents_list_are_open_to_every_principal() {
             let out = engine.decide(&req(p, action, local(), ctx(EffectClass::ReadOnly)));
             assert_eq!(out.decision, Decision::Allow, "{p:?} {action}");
             assert_eq!(out.reasons, ["default.node.read"]);
+        }
+    }
+}
+
+#[test]
+fn default_audit_following_is_for_operators_and_checkpoints_for_everyone() {
+    let engine = PolicyEngine::default_set();
+    let out = engine.decide(&req(
+        operator(),
+        "audit.subscribe",
+        local(),
+        ctx(EffectClass::ReadOnly),
+    ));
+    assert_eq!(out.reasons, ["default.node.operator_control"]);
+    for p in [peer(), agent()] {
+        let out = engine.decide(&req(
+            p,
+            "audit.subscribe",
+            local(),
+            ctx(EffectClass::ReadOnly),
+        ));
+        assert_eq!(out.decision, Decision::Deny, "{p:?}");
+    }
+    for p in all_principals() {
+        for (action, effect) in [
+            ("audit.checkpoint", EffectClass::ReadOnly),
+            ("audit.cosign", EffectClass::LocalWrite),
+        ] {
+            let out = engine.decide(&req(p, action, local(), ctx(effect)));
+            assert_eq!(out.decision, Decision::Allow, "{p:?} {action}");
+            assert_eq!(out.reasons, ["default.node.witness"]);
         }
     }
 }

@@ -654,7 +654,7 @@ fn policy_check_counts_a_valid_set_and_locates_errors() {
         (run.code, run.stdout.as_str(), run.stderr.as_str()),
         (
             0,
-            format!("ok: 5 policies in 3 files ({})\n", defaults.display()).as_str(),
+            format!("ok: 6 policies in 3 files ({})\n", defaults.display()).as_str(),
             ""
         ),
         "{run:?}"
@@ -668,7 +668,7 @@ fn policy_check_counts_a_valid_set_and_locates_errors() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         run.stdout,
-        format!("ok: 6 policies in 4 files ({})\n", with_approval.display())
+        format!("ok: 7 policies in 4 files ({})\n", with_approval.display())
     );
 
     let broken = policy_dir(&root.join("broken"), &[("broken.cedar", BROKEN)]);
@@ -803,7 +803,7 @@ fn policy_reload_swaps_a_valid_set_and_keeps_the_old_one_on_error() {
     let out = mxp_ok(root, &operator, &["policy", "reload", &node.url]);
     assert_eq!(
         out,
-        format!("reloaded: 5 policies from {}\n", dir.display())
+        format!("reloaded: 6 policies from {}\n", dir.display())
     );
     assert_eq!(echo(&caller, &node.agent, &s, &args).unwrap(), args);
 

@@ -16,6 +16,7 @@ use mxp_protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{BodyPermit, ByteBudget};
+use crate::reply_stream::{AnswerPort, ReplyStream};
 use crate::{CallError, NodeAuthority, PeerId, Principal, TransportError};
 
 /// The agent id that addresses a node itself (the nil UUID): control Calls
@@ -88,9 +89,49 @@ pub struct Reply {
     call_id: u64,
     trace_id: u64,
     ids: Arc<AtomicU64>,
+    /// Where the answer stream goes, if the caller can take one (a Call
+    /// over QUIC, which has its own stream; not an in-process Call).
+    stream: Option<oneshot::Sender<mpsc::Receiver<Frame>>>,
 }
 
 impl Reply {
+    /// Whether the caller can take a stream of frames as the answer
+    /// ([`Reply::into_stream`]).
+    pub fn can_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Turns this reply into a stream of frames (docs/PROTOCOL.md, a Call
+    /// answered by a stream): the caller then gets every frame sent on the
+    /// [`ReplyStream`], in order, until it is dropped (the stream ends) or
+    /// the caller closes its side. The Call's deadline no longer applies.
+    ///
+    /// # Errors
+    /// Gives the reply back if the caller cannot take a stream (an
+    /// in-process Call): answer it with one frame instead.
+    pub fn into_stream(self) -> Result<ReplyStream, Reply> {
+        let Reply {
+            tx,
+            call_id,
+            trace_id,
+            ids,
+            stream,
+        } = self;
+        let Some(port) = stream else {
+            return Err(Reply {
+                tx,
+                call_id,
+                trace_id,
+                ids,
+                stream: None,
+            });
+        };
+        let (frames, rx) = mpsc::channel(crate::reply_stream::STREAM_FRAMES);
+        // If the caller is gone, `frames` is closed at once and every send fails.
+        let _ = port.send(rx);
+        Ok(ReplyStream::new(frames, call_id, trace_id, ids, tx))
+    }
+
     /// The message id of the Call being answered.
     pub fn call_id(&self) -> u64 {
         self.call_id
@@ -547,8 +588,27 @@ impl Bus {
                 call_id,
                 trace_id,
                 ids: self.inner.ids.clone(),
+                stream: None,
             },
             rx,
+        )
+    }
+
+    /// A reply port whose answer may also be a stream of frames
+    /// ([`Reply::into_stream`]), for a caller that has a stream of its own
+    /// to carry them (a Call over QUIC).
+    pub fn streaming_reply_port(&self, call_id: u64, trace_id: u64) -> (Reply, AnswerPort) {
+        let (tx, frame) = oneshot::channel();
+        let (stream_tx, stream) = oneshot::channel();
+        (
+            Reply {
+                tx,
+                call_id,
+                trace_id,
+                ids: self.inner.ids.clone(),
+                stream: Some(stream_tx),
+            },
+            AnswerPort { frame, stream },
         )
     }
 

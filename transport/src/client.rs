@@ -203,6 +203,26 @@ impl Client {
         })
     }
 
+    /// Closes the connection to `url`'s node, if one is open (application
+    /// close code 0): every stream on it ends at once; the next exchange
+    /// with that node dials again.
+    pub fn disconnect(&self, url: &MxpUrl) {
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&url.authority())
+            .cloned();
+        if let Some(slot) = slot
+            && let Some((conn, _)) = slot.live.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            conn.close(
+                VarInt::from_u32(codes::CLOSE_SHUTDOWN),
+                b"client disconnecting",
+            );
+        }
+    }
+
     /// Calls the agent `url` names with `body` and waits at most `timeout`.
     ///
     /// The Call carries `timeout` (rounded up to whole seconds) so the callee
@@ -333,6 +353,73 @@ impl Client {
         }
     }
 
+    /// Calls the agent `url` names with `body`, expecting a stream of frames
+    /// as the answer (docs/PROTOCOL.md, a Call answered by a stream): waits
+    /// at most `timeout` for the Response that accepts the Call, then hands
+    /// over the stream, whose later frames have no deadline.
+    ///
+    /// # Errors
+    /// As [`Client::call`]: the callee's Error frame (it refused), a timeout,
+    /// a connection failure or an answer that does not match the Call.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the Call: its stream is reset and the
+    /// callee sees it cancelled.
+    pub async fn call_stream(
+        &self,
+        url: &MxpUrl,
+        body: &CallBody,
+        timeout: Duration,
+    ) -> Result<AnswerStream, CallError> {
+        let target = url.agent().ok_or_else(|| {
+            CallError::Transport(TransportError::InvalidUrl {
+                url: url.to_string(),
+                reason: "a Call needs an agent id in the path: mxp://host:port/<agent-id>".into(),
+            })
+        })?;
+        let id = self.next_message_id();
+        let timeout_secs = u32::try_from(timeout.as_millis().div_ceil(1000))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let frame = Call::json(target, timeout_secs, body)
+            .map_err(TransportError::from)?
+            .to_frame(id, id, Flags::EMPTY)
+            .map_err(TransportError::from)?;
+        let max = self.limits.max_frame_payload;
+        let work = async {
+            let (conn, _) = self.connect(url).await?;
+            let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&conn, &e))?;
+            write_frame(&mut send, &frame)
+                .await
+                .map_err(TransportError::ConnectionLost)?;
+            let _ = send.finish();
+            self.stats.frame_out(frame.message_type());
+            let mut stream = AnswerStream {
+                first: None,
+                send,
+                recv,
+                max,
+                conn,
+                done: false,
+                stats: self.stats.clone(),
+                _stream: self.stats.stream(),
+            };
+            let first = stream.next().await?.ok_or_else(|| {
+                TransportError::ConnectionLost(
+                    "the peer closed the stream without answering".into(),
+                )
+            })?;
+            Ok::<_, TransportError>((stream, first))
+        };
+        let (mut stream, first) = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r?,
+            Err(_) => return Err(CallError::Timeout(timeout)),
+        };
+        let response = crate::call::interpret_answer(&first, id)?;
+        stream.first = Some(response);
+        Ok(stream)
+    }
+
     /// Sends an Event (fire-and-forget) on a new unidirectional stream.
     ///
     /// # Errors
@@ -422,6 +509,78 @@ impl Client {
         self.endpoint
             .close(VarInt::from_u32(codes::CLOSE_SHUTDOWN), b"client closing");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The answer to a Call answered by a stream ([`Client::call_stream`]): the
+/// Response that accepted the Call, then the frames that follow, read one
+/// at a time (what is not read waits in QUIC's flow-control window, which
+/// holds the sender back). Dropping it closes the stream: the callee sees
+/// the caller gone.
+#[derive(Debug)]
+pub struct AnswerStream {
+    first: Option<Response>,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    max: u64,
+    conn: quinn::Connection,
+    done: bool,
+    stats: Arc<Stats>,
+    _stream: crate::stats::Gauge,
+}
+
+impl AnswerStream {
+    /// The Response that accepted the Call.
+    pub fn response(&self) -> Option<&Response> {
+        self.first.as_ref()
+    }
+
+    /// The next frame; `Ok(None)` once the callee ended the stream (FIN).
+    /// An Error frame with FINAL is the callee ending it with a reason.
+    ///
+    /// # Errors
+    /// [`TransportError::ConnectionLost`] if the stream or connection broke
+    /// (e.g. reset by the callee), [`TransportError::Decode`] for bytes that
+    /// are not a frame.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped part-way through a frame, the stream's
+    /// framing is lost; drop the [`AnswerStream`] then.
+    pub async fn next(&mut self) -> Result<Option<Frame>, TransportError> {
+        if self.done {
+            return Ok(None);
+        }
+        match read_frame(&mut self.recv, self.max).await {
+            Ok(Some(f)) => {
+                self.stats.frame_in(f.message_type());
+                Ok(Some(f))
+            }
+            Ok(None) => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(ReadError::Stream(e)) => {
+                self.done = true;
+                Err(match self.conn.close_reason() {
+                    Some(reason) => TransportError::ConnectionLost(format!("{e} ({reason})")),
+                    None => TransportError::ConnectionLost(e),
+                })
+            }
+            Err(ReadError::Decode { err }) => {
+                self.done = true;
+                Err(TransportError::Decode(err))
+            }
+        }
+    }
+}
+
+impl Drop for AnswerStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let code = VarInt::from_u32(codes::RESET_CANCELLED);
+            let _ = self.recv.stop(code);
+            let _ = self.send.reset(code);
+        }
     }
 }
 

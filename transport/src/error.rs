@@ -77,6 +77,10 @@ pub enum TransportError {
     /// The connection or stream broke.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
+    /// The caller of a Call answered by a stream closed its side: nothing
+    /// more can be sent to it.
+    #[error("the caller closed the answer stream")]
+    CallerGone,
     /// A frame could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),

@@ -48,6 +48,9 @@ pub mod codes {
     pub const RESET_REQUEST_TIMEOUT: u32 = 1;
     /// Stream reset: the caller gave up on the Call.
     pub const RESET_CANCELLED: u32 = 2;
+    /// Stream reset: the caller of a Call answered by a stream took no frame
+    /// within `idle_timeout`.
+    pub const RESET_STALLED: u32 = 3;
 }
 
 struct Ctx {
@@ -520,7 +523,9 @@ async fn serve_request(
         }
     };
     let wire_len = frame.wire_len();
-    let (port, mut answer) = ctx.bus.reply_port(id, trace);
+    let (port, answers) = ctx.bus.streaming_reply_port(id, trace);
+    let (mut answer, mut streamed) = (answers.frame, answers.stream);
+    let mut may_stream = true;
     let env = Envelope::new(frame, Principal::peer(c.peer), Some(port));
     if let Err(e) = sender.try_send(env) {
         let code = match e {
@@ -544,6 +549,12 @@ async fn serve_request(
     tokio::pin!(timer);
     let answer = loop {
         tokio::select! {
+            biased;
+            r = &mut streamed, if may_stream => match r {
+                Ok(frames) => return serve_answer_stream(frames, (id, trace, wire_len), c, send, recv, tail_open, ctx).await,
+                // The agent answers with one frame (or drops the Call).
+                Err(_) => may_stream = false,
+            },
             r = &mut answer => break match r {
                 Ok(frame) => Some(frame),
                 Err(_) => Refusal::plain(ErrorCode::INTERNAL, format!("agent {target} dropped the call without answering")).to_frame(id, trace, ctx.bus.next_message_id()),
@@ -569,6 +580,58 @@ async fn serve_request(
     reply(&mut send, ctx, answer).await;
     // The answer is out, so the caller's FIN has long arrived: reading it
     // spares the caller a STOP_SENDING.
+    consume_fin(&mut recv);
+}
+
+/// Writes the frames of a Call answered by a stream (docs/PROTOCOL.md) as
+/// the agent sends them, each within `idle_timeout` (a caller that takes
+/// none for that long is cut off: stream reset code 3), until the agent ends
+/// the stream (FIN) or the caller goes away; the agent learns the latter
+/// from its [`crate::ReplyStream`] closing.
+async fn serve_answer_stream(
+    mut frames: tokio::sync::mpsc::Receiver<Frame>,
+    (id, trace, wire_len): (u64, u64, usize),
+    c: &Conn,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut tail_open: bool,
+    ctx: &Ctx,
+) {
+    loop {
+        tokio::select! {
+            next = frames.recv() => {
+                let Some(frame) = next else { break };
+                let kind = frame.message_type();
+                match tokio::time::timeout(ctx.limits.idle_timeout, write_frame(&mut send, &frame)).await {
+                    Ok(Ok(())) => ctx.stats.frame_out(kind),
+                    Ok(Err(e)) => {
+                        debug!("answer stream ended by the caller: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!("answer stream reset: the caller took no frame within {:?}", ctx.limits.idle_timeout);
+                        let _ = send.reset(VarInt::from_u32(codes::RESET_STALLED));
+                        let _ = recv.stop(VarInt::from_u32(codes::RESET_STALLED));
+                        return;
+                    }
+                }
+            }
+            _ = send.stopped() => {
+                debug!("answer stream closed by the caller");
+                return;
+            }
+            tail = after_frame(&mut recv), if tail_open => match tail {
+                After::Extra(n) => {
+                    drop(frames);
+                    let _ = recv.stop(VarInt::from_u32(0));
+                    let r = stream::trailing_len(wire_len, n);
+                    return refuse(&mut send, ctx, c, r, id, trace).await;
+                }
+                After::Fin | After::Failed => tail_open = false,
+            },
+        }
+    }
+    let _ = send.finish();
     consume_fin(&mut recv);
 }
 

@@ -356,6 +356,15 @@ impl NodeAgentState {
             ControlRequest::ApprovalsDecide { id, approve } => {
                 self.approvals_decide(id, approve, principal, reply);
             }
+            ControlRequest::AuditSubscribe { from, checkpoint } => self.audit_subscribe(
+                principal,
+                audit::subscribe::SubscribeRequest { from, checkpoint },
+                reply,
+            ),
+            ControlRequest::AuditCheckpoint { size, from_size } => {
+                self.audit_checkpoint(size, from_size, reply);
+            }
+            ControlRequest::AuditCosign { note } => self.audit_cosign(principal, note, reply),
             ControlRequest::NodeStatus => self.node_status(reply),
             ControlRequest::AgentsList => self.agents_list(&params, reply),
             ControlRequest::Lifecycle { transition, agent } => {
@@ -420,6 +429,11 @@ impl NodeAgentState {
             transport: self.server.stats(),
             kill_switch: self.services.gate().kill_switch().is_on(),
             approvals_pending: self.services.gate().approvals().pending_count(),
+            audit_subscribers: self
+                .services
+                .auditor()
+                .feed()
+                .map_or(0, |f| f.subscriptions.count()),
         };
         for h in self.hosted.values() {
             *status

@@ -17,12 +17,35 @@ use crate::gate::Intent;
 use crate::tool::EffectClass;
 
 /// The control methods, for error messages.
-pub const METHODS: &str = "node.status, agents.list, agent.suspend, agent.resume, agent.retire, policy.reload, killswitch.set, approvals.list, approvals.decide, audit.read, audit.replay, policy.what_if";
+pub const METHODS: &str = "node.status, agents.list, agent.suspend, agent.resume, agent.retire, policy.reload, killswitch.set, approvals.list, approvals.decide, audit.read, audit.replay, policy.what_if, audit.subscribe, audit.checkpoint, audit.cosign";
 
 /// A parsed control Call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ControlRequest {
+    /// `audit.subscribe` `{"from": seq, "checkpoint": size}`: follow the
+    /// log live from `from` (docs/AUDIT.md).
+    AuditSubscribe {
+        /// The first sequence number to send.
+        from: u64,
+        /// The size of the last checkpoint the subscriber accepted.
+        checkpoint: Option<u64>,
+    },
+    /// `audit.checkpoint` `{"size": n, "from_size": m}`: the latest signed
+    /// checkpoint (or the one of `size`), with the consistency proof from
+    /// `from_size`.
+    AuditCheckpoint {
+        /// The checkpoint's size (`None`: the latest).
+        size: Option<u64>,
+        /// The size the proof starts from.
+        from_size: Option<u64>,
+    },
+    /// `audit.cosign` `{"note": "<cosigned checkpoint>"}`: a witness's
+    /// cosignature of a checkpoint this node signed.
+    AuditCosign {
+        /// The note with the witness's cosignature line(s).
+        note: String,
+    },
     /// `policy.reload`: load the node's policy files again and swap them in.
     PolicyReload,
     /// `killswitch.set` `{"on": bool, "mesh": bool}`.
@@ -154,6 +177,46 @@ impl ControlRequest {
             }
             "audit.replay" => return Ok(ControlRequest::AuditReplay),
             "policy.what_if" => return Ok(ControlRequest::PolicyWhatIf),
+            "audit.subscribe" => {
+                let number = |name: &str| -> Result<Option<u64>, CallFailure> {
+                    match body.params.get(name) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                            invalid("{\"from\": <sequence number>, \"checkpoint\": <tree size>}")
+                        }),
+                    }
+                };
+                return Ok(ControlRequest::AuditSubscribe {
+                    from: number("from")?.unwrap_or(0),
+                    checkpoint: number("checkpoint")?,
+                });
+            }
+            "audit.checkpoint" => {
+                let size = |name: &str| -> Result<Option<u64>, CallFailure> {
+                    match body.params.get(name) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                            invalid("{\"size\": <tree size>, \"from_size\": <tree size>}")
+                        }),
+                    }
+                };
+                return Ok(ControlRequest::AuditCheckpoint {
+                    size: size("size")?,
+                    from_size: size("from_size")?,
+                });
+            }
+            "audit.cosign" => {
+                let note = body
+                    .params
+                    .get("note")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        invalid("{\"note\": \"<checkpoint note with cosignature lines>\"}")
+                    })?;
+                return Ok(ControlRequest::AuditCosign {
+                    note: note.to_owned(),
+                });
+            }
             "approvals.decide" => {
                 let id = approval_id()?
                     .ok_or_else(|| invalid("{\"id\": \"ap-…\", \"approve\": true|false}"))?;
@@ -196,6 +259,9 @@ impl ControlRequest {
             ControlRequest::AuditRead { .. } => "audit.read",
             ControlRequest::AuditReplay => "audit.replay",
             ControlRequest::PolicyWhatIf => "policy.what_if",
+            ControlRequest::AuditSubscribe { .. } => "audit.subscribe",
+            ControlRequest::AuditCheckpoint { .. } => "audit.checkpoint",
+            ControlRequest::AuditCosign { .. } => "audit.cosign",
             ControlRequest::ApprovalsDecide { .. } => "approvals.decide",
             ControlRequest::Lifecycle { transition, .. } => match transition {
                 Transition::Suspend => "agent.suspend",
@@ -232,6 +298,18 @@ impl ControlRequest {
                 EffectClass::ReadOnly,
                 json!({ "from": from, "limit": limit, "verify": verify, "prove": prove }),
             ),
+            ControlRequest::AuditSubscribe { from, checkpoint } => (
+                EffectClass::ReadOnly,
+                json!({ "from": from, "checkpoint": checkpoint }),
+            ),
+            ControlRequest::AuditCheckpoint { size, from_size } => (
+                EffectClass::ReadOnly,
+                json!({ "size": size, "from_size": from_size }),
+            ),
+            // Writes a cosignature to the node's store: a local write.
+            ControlRequest::AuditCosign { note } => {
+                (EffectClass::LocalWrite, json!({ "size": note.len() }))
+            }
             ControlRequest::ApprovalsDecide { id, approve } => (
                 EffectClass::Control,
                 json!({ "id": id.to_string(), "approve": approve }),

@@ -10,6 +10,7 @@
 //! * [`service`]: node-wide services (the skill runner) the supervisor restarts.
 
 mod agent;
+mod audit_control;
 pub mod control;
 pub mod dial;
 pub mod forward;
@@ -78,6 +79,9 @@ pub struct NodeStatus {
     /// Approvals waiting for a decision.
     #[serde(default)]
     pub approvals_pending: usize,
+    /// Live audit subscriptions served (`audit.subscribe`).
+    #[serde(default)]
+    pub audit_subscribers: usize,
 }
 
 /// A running node.

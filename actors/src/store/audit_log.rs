@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use mxp_governance::audit::{
-    AppendError, AuditEvent, Chain, ChainError, ChainHead, ChainVerifier, GENESIS_PREV_HASH,
+    AppendError, AuditEvent, Chain, ChainError, ChainHead, ChainVerifier, GENESIS_PREV_HASH, Hash,
     Limits, Record, VerifiedRange,
 };
 use mxp_protocol::DecodeError;
@@ -82,12 +82,13 @@ pub enum AuditViolation {
     Chain(ChainError),
 }
 
-/// A batch ready to write: the engine entries, their sequence numbers, and
-/// the chain after them.
+/// A batch ready to write: the engine entries, their sequence numbers and
+/// chain hashes, and the chain after them.
 #[derive(Debug)]
 struct Batch {
     entries: Vec<Entry>,
     seqs: Vec<u64>,
+    hashes: Vec<Hash>,
     chain: Chain,
 }
 
@@ -100,14 +101,17 @@ fn build_batch(chain: &Chain, events: Vec<AuditEvent>) -> Result<Batch, AppendEr
     let mut chain = chain.clone();
     let mut entries = Vec::with_capacity(events.len());
     let mut seqs = Vec::with_capacity(events.len());
+    let mut hashes = Vec::with_capacity(events.len());
     for event in events {
         let record = chain.append(event)?;
         seqs.push(record.seq());
+        hashes.push(*record.hash());
         entries.push((seq_key(record.seq()).to_vec(), record.encode()));
     }
     Ok(Batch {
         entries,
         seqs,
+        hashes,
         chain,
     })
 }
@@ -167,6 +171,11 @@ impl AuditLog {
         self.chain.head()
     }
 
+    /// The store the log lives in (others read durable records from it).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// Appends `events` as one atomic, durable write (group commit) and
     /// returns their sequence numbers, which are durable when this returns.
     /// Each event's `seq` is overwritten with the one it gets. An empty
@@ -178,6 +187,22 @@ impl AuditLog {
     /// write; [`StoreError::Engine`] if the write fails, which may or may
     /// not have landed (as a whole): the log is then poisoned.
     pub fn append_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .append_batch_hashed(events)?
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect())
+    }
+
+    /// As [`AuditLog::append_batch`], returning each record's sequence
+    /// number and chain hash (its Merkle leaf data).
+    ///
+    /// # Errors
+    /// As [`AuditLog::append_batch`].
+    pub fn append_batch_hashed(
+        &mut self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
         if self.poisoned {
             return Err(StoreError::AuditPoisoned { path: self.path() });
         }
@@ -187,14 +212,14 @@ impl AuditLog {
                 source,
             })?;
         if batch.seqs.is_empty() {
-            return Ok(batch.seqs);
+            return Ok(Vec::new());
         }
         if let Err(e) = self.engine().put_batch(Tree::Audit, &batch.entries) {
             self.poisoned = true;
             return Err(e);
         }
         self.chain = batch.chain;
-        Ok(batch.seqs)
+        Ok(batch.seqs.into_iter().zip(batch.hashes).collect())
     }
 
     /// Appends one event durably and returns its sequence number.

@@ -39,6 +39,7 @@ pub struct SledEngine {
     approvals: sled::Tree,
     audit: sled::Tree,
     outcomes: sled::Tree,
+    checkpoints: sled::Tree,
     path: String,
 }
 
@@ -58,12 +59,14 @@ impl SledEngine {
         let approvals = db.open_tree(Tree::Approvals.name()).map_err(err)?;
         let audit = db.open_tree(Tree::Audit.name()).map_err(err)?;
         let outcomes = db.open_tree(Tree::Outcomes.name()).map_err(err)?;
+        let checkpoints = db.open_tree(Tree::Checkpoints.name()).map_err(err)?;
         Ok(SledEngine {
             db,
             state,
             approvals,
             audit,
             outcomes,
+            checkpoints,
             path,
         })
     }
@@ -74,6 +77,7 @@ impl SledEngine {
             Tree::Approvals => &self.approvals,
             Tree::Audit => &self.audit,
             Tree::Outcomes => &self.outcomes,
+            Tree::Checkpoints => &self.checkpoints,
         }
     }
 

@@ -260,6 +260,16 @@ impl ChainVerifier {
         self.head
     }
 
+    /// The Merkle tree head of every record verified so far, when
+    /// verification started at genesis (`None` otherwise: the root needs
+    /// every leaf from the first record).
+    pub fn tree_head(&self) -> Option<TreeHead> {
+        self.tree.as_ref().map(|t| TreeHead {
+            size: self.head.next_seq,
+            root: t.root(),
+        })
+    }
+
     /// Checks the next record's bytes, returning the decoded record.
     ///
     /// # Errors

@@ -165,3 +165,65 @@ fn parse_size(s: &str) -> Result<u64, CheckpointError> {
     }
     s.parse().map_err(|_| CheckpointError::BadSize)
 }
+
+/// When a log signs its next checkpoint: every `every_events` records or
+/// every `every_ms` milliseconds, whichever comes first, and only when the
+/// log grew since the last one. Times are inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSchedule {
+    /// Records since the last checkpoint that make the next one due (≥ 1).
+    pub every_events: u64,
+    /// Milliseconds since the last checkpoint that make the next one due,
+    /// if the log grew.
+    pub every_ms: u64,
+}
+
+impl CheckpointSchedule {
+    /// Whether a checkpoint of `size` records is due at `now_ms`, the last
+    /// one having covered `last_size` records at `last_ms` (for a log never
+    /// checkpointed: size 0, at the time it was opened).
+    pub fn due(&self, last_size: u64, last_ms: u64, size: u64, now_ms: u64) -> bool {
+        size > last_size
+            && (size - last_size >= self.every_events.max(1)
+                || now_ms.saturating_sub(last_ms) >= self.every_ms)
+    }
+
+    /// How long after `now_ms` the time rule can next make a checkpoint due
+    /// (0: it may be due now).
+    pub fn wait_ms(&self, last_ms: u64, now_ms: u64) -> u64 {
+        self.every_ms.saturating_sub(now_ms.saturating_sub(last_ms))
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_due_by_count_or_time_and_only_when_the_log_grew() {
+        let s = CheckpointSchedule {
+            every_events: 1000,
+            every_ms: 10_000,
+        };
+        // Nothing new: never due, however long ago.
+        assert!(!s.due(5, 0, 5, 1_000_000));
+        // By count.
+        assert!(!s.due(0, 0, 999, 1));
+        assert!(s.due(0, 0, 1000, 1));
+        assert!(s.due(10, 0, 1010, 1));
+        // By time, once grown.
+        assert!(!s.due(10, 1_000, 11, 10_999));
+        assert!(s.due(10, 1_000, 11, 11_000));
+        // A clock that went back does not make one due.
+        assert!(!s.due(10, 5_000, 11, 1_000));
+        assert_eq!(s.wait_ms(1_000, 4_000), 7_000);
+        assert_eq!(s.wait_ms(1_000, 40_000), 0);
+        // every_events 0 is treated as 1.
+        let eager = CheckpointSchedule {
+            every_events: 0,
+            every_ms: u64::MAX,
+        };
+        assert!(eager.due(3, 0, 4, 0));
+        assert!(!eager.due(4, 0, 4, 0));
+    }
+}

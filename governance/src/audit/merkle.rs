@@ -93,20 +93,33 @@ pub enum MerkleError {
     /// The proof leads to a different root than the one expected.
     #[error("the proof does not lead to the expected root")]
     RootMismatch,
+    /// The leaves of a chunk of a [`super::ChunkedLog`] could not be read.
+    #[error("the leaves of chunk {chunk} (the 256 leaves from {first}) could not be read", first = .chunk.saturating_mul(256))]
+    ChunkUnavailable {
+        /// The chunk index.
+        chunk: u64,
+    },
+    /// The leaves read for a chunk of a [`super::ChunkedLog`] do not hash to
+    /// the chunk hash it holds: the records under it changed.
+    #[error("the leaves of chunk {chunk} do not hash to the chunk hash held for it")]
+    ChunkMismatch {
+        /// The chunk index.
+        chunk: u64,
+    },
 }
 
 /// Something that can answer `MTH(D[start..end])`.
-trait Subtrees {
+pub(super) trait Subtrees {
     fn size(&self) -> u64;
     fn subtree(&self, start: u64, end: u64) -> Option<Hash>;
 }
 
 /// The largest power of two strictly below `n` (`n >= 2`).
-const fn split_point(n: u64) -> u64 {
+pub(super) const fn split_point(n: u64) -> u64 {
     1u64 << (63 - (n - 1).leading_zeros())
 }
 
-struct Slice<'a>(&'a [Hash]);
+pub(super) struct Slice<'a>(pub(super) &'a [Hash]);
 
 impl Subtrees for Slice<'_> {
     fn size(&self) -> u64 {
@@ -156,7 +169,11 @@ pub fn consistency_proof(leaf_hashes: &[Hash], old_size: u64) -> Result<Vec<Hash
     make_consistency(&t, old_size, t.size())
 }
 
-fn make_inclusion(t: &impl Subtrees, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
+pub(super) fn make_inclusion(
+    t: &impl Subtrees,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, MerkleError> {
     if size > t.size() {
         return Err(MerkleError::SizeOutOfRange {
             size,
@@ -190,7 +207,11 @@ fn make_inclusion(t: &impl Subtrees, index: u64, size: u64) -> Result<Vec<Hash>,
     Ok(path)
 }
 
-fn make_consistency(t: &impl Subtrees, old: u64, new: u64) -> Result<Vec<Hash>, MerkleError> {
+pub(super) fn make_consistency(
+    t: &impl Subtrees,
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>, MerkleError> {
     if new > t.size() {
         return Err(MerkleError::SizeOutOfRange {
             size: new,

@@ -523,6 +523,14 @@ impl NoteVerifier {
         self.signature_type
     }
 
+    /// Whether `signature` is this key's valid signature of `text` (same
+    /// name and key ID, and it verifies).
+    pub fn verifies(&self, text: &str, signature: &NoteSignature) -> bool {
+        signature.name == self.name
+            && signature.key_id == self.key_id
+            && self.check(text, &signature.signature).is_some()
+    }
+
     /// Checks `signature` (the bytes after the key ID) over `text`. `Some`
     /// with the cosignature timestamp (or `None` for type `0x01`) if it verifies.
     fn check(&self, text: &str, signature: &[u8]) -> Option<Option<u64>> {

@@ -77,21 +77,30 @@ pub struct Cosigned {
     pub note: String,
 }
 
-/// Decides whether to cosign `note`, given the `last` tree head this witness
-/// accepted for `log` (`None` on first contact: the first checkpoint is
-/// trusted on first use) and a consistency `proof` from it.
+/// A checkpoint that verified: signed by the log's key, for its origin, and
+/// consistent with the last tree head accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCheckpoint {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The note as parsed (its signatures, the log's and any others).
+    pub note: Note,
+}
+
+/// Checks `note` against `log` and the `last` tree head accepted for it
+/// (`None`: trusted on first use), with a consistency `proof` from `last`:
+/// the checks a witness makes before cosigning, in the order
+/// docs/AUDIT.md gives. A follower that does not cosign makes the same.
 ///
 /// # Errors
 /// The [`WitnessRefusal`] that names why.
-pub fn witness_checkpoint(
+pub fn verify_checkpoint(
     log: &LogIdentity,
     last: Option<&TreeHead>,
     note: &[u8],
     proof: &[Hash],
-    cosigner: &Cosigner,
-    time: u64,
-) -> Result<Cosigned, WitnessRefusal> {
-    let mut parsed = Note::parse(note).map_err(WitnessRefusal::MalformedNote)?;
+) -> Result<VerifiedCheckpoint, WitnessRefusal> {
+    let parsed = Note::parse(note).map_err(WitnessRefusal::MalformedNote)?;
     parsed
         .verify(&log.verifiers)
         .map_err(WitnessRefusal::SignatureInvalid)?;
@@ -124,6 +133,30 @@ pub fn witness_checkpoint(
             merkle::verify_consistency(old, &new, proof).map_err(WitnessRefusal::ProofInvalid)?;
         }
     }
+    Ok(VerifiedCheckpoint {
+        checkpoint,
+        note: parsed,
+    })
+}
+
+/// Decides whether to cosign `note`, given the `last` tree head this witness
+/// accepted for `log` (`None` on first contact: the first checkpoint is
+/// trusted on first use) and a consistency `proof` from it.
+///
+/// # Errors
+/// The [`WitnessRefusal`] that names why.
+pub fn witness_checkpoint(
+    log: &LogIdentity,
+    last: Option<&TreeHead>,
+    note: &[u8],
+    proof: &[Hash],
+    cosigner: &Cosigner,
+    time: u64,
+) -> Result<Cosigned, WitnessRefusal> {
+    let VerifiedCheckpoint {
+        checkpoint,
+        note: mut parsed,
+    } = verify_checkpoint(log, last, note, proof)?;
     let signature = cosigner
         .cosign(parsed.text(), time)
         .map_err(WitnessRefusal::Cosign)?;

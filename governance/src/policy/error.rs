@@ -140,7 +140,7 @@ pub enum ActionError {
     ToolName(String),
     /// Neither `tool:<name>` nor a node control method.
     #[error(
-        "an action is tool:<name> or one of node.status, agents.list, agent.suspend, agent.resume, agent.retire, mesh.forward, policy.reload, killswitch.set, approvals.decide, approvals.list, audit.read, audit.replay, policy.what_if; got {0:?}"
+        "an action is tool:<name> or one of node.status, agents.list, agent.suspend, agent.resume, agent.retire, mesh.forward, policy.reload, killswitch.set, approvals.decide, approvals.list, audit.read, audit.replay, policy.what_if, audit.subscribe, audit.checkpoint, audit.cosign; got {0:?}"
     )]
     Unknown(String),
 }

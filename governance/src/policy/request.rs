@@ -56,11 +56,17 @@ pub enum Control {
     AuditReplay,
     /// `policy.what_if`: re-decide recorded intents under another policy set.
     PolicyWhatIf,
+    /// `audit.subscribe`: follow the node's audit log live.
+    AuditSubscribe,
+    /// `audit.checkpoint`: read the node's latest signed checkpoint.
+    AuditCheckpoint,
+    /// `audit.cosign`: hand the node a witness's cosignature.
+    AuditCosign,
 }
 
 impl Control {
     /// Every control method.
-    pub const ALL: [Control; 13] = [
+    pub const ALL: [Control; 16] = [
         Control::NodeStatus,
         Control::AgentsList,
         Control::AgentSuspend,
@@ -74,6 +80,9 @@ impl Control {
         Control::AuditRead,
         Control::AuditReplay,
         Control::PolicyWhatIf,
+        Control::AuditSubscribe,
+        Control::AuditCheckpoint,
+        Control::AuditCosign,
     ];
 
     /// The method name, which is also the Cedar action id.
@@ -92,6 +101,9 @@ impl Control {
             Control::AuditRead => "audit.read",
             Control::AuditReplay => "audit.replay",
             Control::PolicyWhatIf => "policy.what_if",
+            Control::AuditSubscribe => "audit.subscribe",
+            Control::AuditCheckpoint => "audit.checkpoint",
+            Control::AuditCosign => "audit.cosign",
         }
     }
 }

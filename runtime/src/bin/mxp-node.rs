@@ -167,6 +167,7 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     let (agents, grace) = (prepared.agents.clone(), prepared.grace);
+    let audit_vkey = prepared.audit_vkey.clone();
     let node = match node::start(prepared).await {
         Ok(n) => n,
         Err(e) => {
@@ -177,6 +178,7 @@ async fn run(config: Config) -> ExitCode {
     };
     println!("mxp-node listening on {} (QUIC, ALPN mxp/1)", node.url());
     println!("node fingerprint: {}", node.peer_id());
+    println!("audit checkpoint key: {audit_vkey}");
     if let Some(m) = &endpoint {
         println!(
             "metrics: http://{}/metrics (health: /healthz, readiness: /readyz)",

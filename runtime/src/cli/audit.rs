@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use super::remote::{self, NodeTarget};
 use super::{CliError, table, write_out};
 
+pub mod follow;
+
 /// The long help of `mxp audit`.
 pub const LONG_ABOUT: &str = "Verify and read a node's audit log (operators only).\n\n\
     Every governed step (policy decisions, token mints and verifications, tool executions \
@@ -20,13 +22,17 @@ pub const LONG_ABOUT: &str = "Verify and read a node's audit log (operators only
     the last hash and the RFC 6962 Merkle root, or names the first bad record. `prove <seq>` \
     prints a record's inclusion proof (leaf, audit path, tree size and root). `tail` prints \
     the last records, `query` the records matching the filters, one line each; `export` \
-    writes them as JSON lines.\n\n\
+    writes them as JSON lines. `follow` subscribes to the log and prints every record and \
+    signed checkpoint as it arrives, verifying each; `checkpoint` prints the latest signed \
+    checkpoint and who cosigned it.\n\n\
     Examples:\n  \
     mxp audit verify mxp://127.0.0.1:9000\n  \
     mxp audit prove mxp://127.0.0.1:9000 17\n  \
     mxp audit tail mxp://127.0.0.1:9000 -n 20\n  \
     mxp audit query mxp://127.0.0.1:9000 --decision deny --tool send\n  \
-    mxp audit export mxp://127.0.0.1:9000 --session s-1 > session.jsonl\n\n\
+    mxp audit export mxp://127.0.0.1:9000 --session s-1 > session.jsonl\n  \
+    mxp audit follow mxp://127.0.0.1:9000 --from 0\n  \
+    mxp audit checkpoint mxp://127.0.0.1:9000\n\n\
     Exit codes: 0 success; 1 local failure or an answer that is not valid MXP; 2 bad \
     arguments; 3 the node answered with an Error frame (denied; the chain does not verify, \
     naming the first bad record); 4 no answer within --timeout; 5 the node could not be \
@@ -128,6 +134,18 @@ pub enum AuditCommand {
         /// Which records.
         #[command(flatten)]
         filters: Filters,
+    },
+    /// Follow the log live, verifying every record and checkpoint as it arrives.
+    #[command(long_about = follow::LONG_ABOUT)]
+    Follow(follow::FollowArgs),
+    /// Print the node's latest signed checkpoint, its key and who cosigned it.
+    Checkpoint {
+        /// The node.
+        #[command(flatten)]
+        target: NodeTarget,
+        /// Also print the consistency proof from this tree size.
+        #[arg(long, value_name = "SIZE")]
+        from_size: Option<u64>,
     },
 }
 
@@ -240,6 +258,17 @@ pub fn run<W: Write>(args: &AuditArgs, out: &mut W) -> Result<(), CliError> {
         }
         AuditCommand::Query { target, filters } => {
             scan(target, filters, |r| write_out(out, line(r).as_bytes()))
+        }
+        AuditCommand::Follow(args) => follow::run(args, out),
+        AuditCommand::Checkpoint { target, from_size } => {
+            let r = remote::call_node_agent(
+                &target.connect,
+                &target.node,
+                "audit.checkpoint",
+                json!({ "from_size": from_size }),
+            )?;
+            let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";
+            write_out(out, text.as_bytes())
         }
         AuditCommand::Export { target, filters } => scan(target, filters, |r| {
             let mut text = serde_json::to_string(r).unwrap_or_default();

@@ -131,6 +131,7 @@ pub fn format_status(status: &NodeStatus) -> String {
             (if status.kill_switch { "ON" } else { "off" }).to_owned(),
         ),
         ("approvals pending", status.approvals_pending.to_string()),
+        ("audit subscribers", status.audit_subscribers.to_string()),
         ("connections", t.connections.to_string()),
         ("streams", t.streams.to_string()),
         ("calls in flight", t.calls_in_flight.to_string()),
@@ -192,6 +193,7 @@ mod tests {
             },
             kill_switch: true,
             approvals_pending: 2,
+            audit_subscribers: 1,
         }
     }
 
@@ -210,6 +212,7 @@ mod tests {
                  mesh nodes: mxp://10.0.0.2:9000, mxp://10.0.0.3:9000\n\
                  kill switch: ON\n\
                  approvals pending: 2\n\
+                 audit subscribers: 1\n\
                  connections: 1\n\
                  streams: 2\n\
                  calls in flight: 3\n\

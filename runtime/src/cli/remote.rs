@@ -220,9 +220,36 @@ pub async fn connect(
     url: &MxpUrl,
     deadline: Instant,
 ) -> Result<Client, CliError> {
+    connect_with(
+        args,
+        identity,
+        identity_dir,
+        url,
+        deadline,
+        Limits::default(),
+    )
+    .await
+}
+
+/// As [`connect`], with the client's transport `limits` (the handshake
+/// timeout is `--timeout`).
+///
+/// # Errors
+/// As [`connect`].
+///
+/// # Cancel safety
+/// Cancel safe: a dropped connect leaves nothing behind.
+pub async fn connect_with(
+    args: &ConnectArgs,
+    identity: &NodeIdentity,
+    identity_dir: &Path,
+    url: &MxpUrl,
+    deadline: Instant,
+    limits: Limits,
+) -> Result<Client, CliError> {
     let limits = Limits {
         handshake_timeout: args.timeout,
-        ..Limits::default()
+        ..limits
     };
     let client =
         Client::new(identity, args.trust(), limits).map_err(|e| CliError::Io(e.to_string()))?;

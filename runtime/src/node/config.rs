@@ -35,6 +35,8 @@ pub struct Config {
     pub broker: BrokerSection,
     /// `[skills]`.
     pub skills: SkillsSection,
+    /// `[audit]`.
+    pub audit: AuditSection,
     /// `[[agents]]`.
     #[serde(default)]
     pub agents: Vec<AgentSection>,
@@ -173,6 +175,109 @@ impl GovernanceSection {
             flow_mode: self.flow_mode().unwrap_or_default(),
             ..mxp_actors::GateSettings::default()
         }
+    }
+}
+
+/// `[audit]`: signed checkpoints, witnesses and live subscribers of the
+/// audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// The checkpoint origin line (and the audit key's name); empty:
+    /// `<node fingerprint>/audit`.
+    pub origin: String,
+    /// Records after the last checkpoint that make the next one due.
+    pub checkpoint_every_events: u64,
+    /// Milliseconds after the last checkpoint that make the next one due,
+    /// if the log grew.
+    pub checkpoint_every_ms: u64,
+    /// Witness verifier keys (`<name>+<hex key ID>+<base64(0x04 ‖ key)>`)
+    /// whose cosignatures the node takes.
+    pub witnesses: Vec<String>,
+    /// Live subscriptions (`audit.subscribe`) served at once.
+    pub max_subscriptions: usize,
+    /// Live subscriptions one principal may hold at once.
+    pub max_subscriptions_per_peer: usize,
+}
+
+impl AuditSection {
+    /// The checkpoint origin for a node whose fingerprint is `node`.
+    pub fn origin_for(&self, node: &PeerId) -> String {
+        if self.origin.is_empty() {
+            format!("{node}/audit")
+        } else {
+            self.origin.clone()
+        }
+    }
+
+    /// The witnesses' keys.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] naming the entry that is not a cosignature
+    /// verifier key.
+    pub fn witness_keys(
+        &self,
+    ) -> Result<Vec<mxp_governance::audit::note::NoteVerifier>, ConfigError> {
+        use mxp_governance::audit::note::{NoteVerifier, SignatureType};
+        self.witnesses
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let key = format!("audit.witnesses[{i}]");
+                let v = NoteVerifier::parse(w).map_err(|e| {
+                    key_err(
+                        &key,
+                        format!("{w:?} is not a witness key <name>+<hex key ID>+<base64 key>: {e}"),
+                    )
+                })?;
+                if v.signature_type() != SignatureType::Cosignature {
+                    return Err(key_err(
+                        &key,
+                        format!("{w:?} is not a cosignature key (type 0x04): witnesses cosign with tlog-cosignature keys"),
+                    ));
+                }
+                Ok(v)
+            })
+            .collect()
+    }
+
+    /// Checks what types alone cannot.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.origin.is_empty() && !mxp_governance::audit::note::is_valid_name(&self.origin) {
+            return Err(key_err(
+                "audit.origin",
+                format!(
+                    "{:?} cannot name a key: no spaces or '+', not empty",
+                    self.origin
+                ),
+            ));
+        }
+        if self.origin.chars().any(char::is_control) {
+            return Err(key_err("audit.origin", "holds a control character"));
+        }
+        if self.checkpoint_every_events == 0 {
+            return Err(key_err(
+                "audit.checkpoint_every_events",
+                "must be at least 1",
+            ));
+        }
+        if self.checkpoint_every_ms < 100 {
+            return Err(key_err(
+                "audit.checkpoint_every_ms",
+                "must be at least 100 (a checkpoint is a signature and a durable write)",
+            ));
+        }
+        if self.max_subscriptions_per_peer > self.max_subscriptions {
+            return Err(key_err(
+                "audit.max_subscriptions_per_peer",
+                "is above audit.max_subscriptions",
+            ));
+        }
+        self.witness_keys()?;
+        Ok(())
     }
 }
 
@@ -548,6 +653,7 @@ impl Config {
         }
         self.governance.zone()?;
         self.governance.flow_mode()?;
+        self.audit.validate()?;
         for (key, v) in [
             ("governance.token_ttl_ms", self.governance.token_ttl_ms),
             (
@@ -736,6 +842,72 @@ mod tests {
             Config::load(Some(("printed", &c.to_toml())), []).unwrap(),
             c
         );
+    }
+
+    #[test]
+    fn the_audit_section_has_its_defaults_and_names_bad_values() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(
+            (
+                c.audit.checkpoint_every_events,
+                c.audit.checkpoint_every_ms,
+                c.audit.max_subscriptions,
+                c.audit.max_subscriptions_per_peer
+            ),
+            (1000, 10_000, 64, 4)
+        );
+        let node: PeerId = "ab".repeat(32).parse().unwrap();
+        assert_eq!(c.audit.origin_for(&node), format!("{node}/audit"));
+        let w = mxp_governance::audit::note::Cosigner::new("w.example/w1", &[2; 32])
+            .unwrap()
+            .verifier()
+            .to_vkey();
+        let ok = load(
+            &format!("[audit]\norigin = \"n.example/audit\"\nwitnesses = [\"{w}\"]\n"),
+            &[("MXP_AUDIT__CHECKPOINT_EVERY_EVENTS", "5")],
+        )
+        .unwrap();
+        assert_eq!(ok.audit.witness_keys().unwrap().len(), 1);
+        assert_eq!(ok.audit.checkpoint_every_events, 5);
+        let node_key = mxp_governance::audit::note::NoteSigner::new("n", &[1; 32])
+            .unwrap()
+            .verifier()
+            .to_vkey();
+        for (file, key, why) in [
+            (
+                "[audit]\norigin = \"has space\"",
+                "audit.origin",
+                "cannot name a key",
+            ),
+            (
+                "[audit]\ncheckpoint_every_events = 0",
+                "audit.checkpoint_every_events",
+                "at least 1",
+            ),
+            (
+                "[audit]\ncheckpoint_every_ms = 5",
+                "audit.checkpoint_every_ms",
+                "at least 100",
+            ),
+            (
+                "[audit]\nmax_subscriptions = 2\nmax_subscriptions_per_peer = 3",
+                "audit.max_subscriptions_per_peer",
+                "above",
+            ),
+            (
+                "[audit]\nwitnesses = [\"nope\"]",
+                "audit.witnesses[0]",
+                "not a witness key",
+            ),
+            (
+                &format!("[audit]\nwitnesses = [\"{w}\", \"{node_key}\"]"),
+                "audit.witnesses[1]",
+                "not a cosignature key",
+            ),
+        ] {
+            let e = load(file, &[]).unwrap_err().to_string();
+            assert!(e.starts_with(key) && e.contains(why), "{file}: {e}");
+        }
     }
 
     #[test]

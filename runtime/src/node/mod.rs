@@ -2,6 +2,7 @@
 //! signals and graceful shutdown. The `mxp-node` binary is a thin `main`
 //! around [`run`].
 
+pub mod audit_key;
 pub mod broker_config;
 pub mod config;
 pub mod http;
@@ -66,6 +67,9 @@ pub enum RunError {
     /// The broker's outcome ledger (in the node's store) cannot be opened.
     #[error("outcome ledger in the node store: {0}")]
     Ledger(mxp_broker::outcome::OutcomeError),
+    /// The node's audit key cannot be used.
+    #[error(transparent)]
+    AuditKey(#[from] audit_key::AuditKeyError),
     /// The metrics endpoint cannot start.
     #[error("metrics endpoint on {addr} (metrics.listen): {reason}")]
     Metrics {
@@ -88,7 +92,8 @@ impl RunError {
             | RunError::Bind { .. }
             | RunError::Policy(..)
             | RunError::Store(_)
-            | RunError::Ledger(_) => 2,
+            | RunError::Ledger(_)
+            | RunError::AuditKey(_) => 2,
             RunError::Node(mxp_actors::NodeError::Transport(
                 mxp_transport::TransportError::Bind { .. },
             )) => 2,
@@ -212,6 +217,9 @@ pub struct Prepared {
     pub grace: Duration,
     /// Whether any client certificate is accepted (`node.accept_any_peer`).
     pub accept_any_peer: bool,
+    /// The verifier key of the node's audit checkpoints
+    /// (`<name>+<hex key ID>+<base64 key>`), to print at start.
+    pub audit_vkey: String,
 }
 
 /// Creates the data folder and identity, and turns the configuration into
@@ -272,9 +280,23 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
         });
     }
     let audit_log = mxp_actors::store::AuditLog::open(store.clone()).map_err(RunError::Store)?;
-    let audit = mxp_actors::audit::Auditor::start(audit_log).map_err(|e| RunError::DataDir {
-        path: data.display().to_string(),
-        reason: format!("cannot start the audit writer: {e}"),
+    let (checkpoints, audit_vkey) = checkpoint_settings(config, &data.join("identity"), &peer)?;
+    let audit = mxp_actors::audit::Auditor::start_with(
+        audit_log,
+        mxp_actors::audit::AuditSettings {
+            checkpoints: Some(checkpoints),
+            subscriptions: mxp_actors::audit::SubscriptionLimits {
+                per_peer: config.audit.max_subscriptions_per_peer,
+                total: config.audit.max_subscriptions,
+            },
+        },
+    )
+    .map_err(|e| match e {
+        mxp_actors::audit::AuditError::Store(s) => RunError::Store(s),
+        other => RunError::DataDir {
+            path: data.display().to_string(),
+            reason: format!("cannot start the audit writer: {other}"),
+        },
     })?;
     let gate = Gate::new(
         Arc::new(CedarPolicy::new(engine, zone)),
@@ -314,10 +336,44 @@ pub fn prepare(config: &Config) -> Result<Prepared, RunError> {
             node_services: tools.node_services,
         },
         accept_any_peer: config.node.accept_any_peer,
+        audit_vkey,
         agents,
         metrics,
         grace: Duration::from_millis(config.node.shutdown_grace_ms),
     })
+}
+
+/// How the node signs audit checkpoints (`[audit]`), with the key in
+/// `identity_dir` (made on first start), and the key's verifier text.
+fn checkpoint_settings(
+    config: &Config,
+    identity_dir: &std::path::Path,
+    node: &PeerId,
+) -> Result<(mxp_actors::audit::CheckpointSettings, String), RunError> {
+    let (seed, made) = audit_key::load_or_create(identity_dir)?;
+    let origin = config.audit.origin_for(node);
+    let signer = mxp_governance::audit::note::NoteSigner::new(&origin, &seed).map_err(|e| {
+        ConfigError::Key {
+            key: "audit.origin".into(),
+            reason: format!("{origin:?} cannot name the audit key: {e}"),
+        }
+    })?;
+    let vkey = signer.verifier().to_vkey();
+    if made {
+        tracing::info!(vkey = %vkey, "made a new audit key in {}", identity_dir.join(audit_key::AUDIT_KEY_FILE).display());
+    }
+    Ok((
+        mxp_actors::audit::CheckpointSettings {
+            origin,
+            signer,
+            schedule: mxp_governance::audit::CheckpointSchedule {
+                every_events: config.audit.checkpoint_every_events,
+                every_ms: config.audit.checkpoint_every_ms,
+            },
+            witnesses: config.audit.witness_keys()?,
+        },
+        vkey,
+    ))
 }
 
 /// The metrics listener, once bound.
@@ -485,6 +541,22 @@ fn describe_metrics() {
     describe_counter!(
         "mxp_skills_quarantined_total",
         "Skill modules refused for not matching their pinned SHA-256 and moved to skills.quarantine_dir"
+    );
+    describe_counter!(
+        "mxp_audit_checkpoints_total",
+        "Audit checkpoints signed and stored"
+    );
+    describe_counter!(
+        "mxp_audit_checkpoint_failures_total",
+        "Audit checkpoints not signed or not stored: a store error, or a log that does not extend the last checkpoint (cut or rewritten)"
+    );
+    describe_counter!(
+        "mxp_audit_cosignatures_total",
+        "Witness cosignatures of audit checkpoints taken (audit.cosign)"
+    );
+    describe_gauge!(
+        "mxp_audit_subscribers",
+        "Live audit subscriptions served (audit.subscribe)"
     );
     describe_counter!(
         "mxp_policy_reloads_total",
