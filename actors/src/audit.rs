@@ -101,7 +101,7 @@ enum Job {
         done: oneshot::Sender<Result<(Vec<Record>, ChainHead), AuditError>>,
     },
     Verify {
-        done: oneshot::Sender<Result<VerifiedRange, AuditError>>,
+        done: oneshot::Sender<Result<Verification, AuditError>>,
     },
     Prove {
         seq: u64,
@@ -123,6 +123,17 @@ enum Job {
         new: u64,
         done: oneshot::Sender<Result<Vec<Hash>, AuditError>>,
     },
+}
+
+/// What [`Auditor::verify`] established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The records verified from genesis, their head and Merkle root.
+    pub range: VerifiedRange,
+    /// Signed checkpoints the records were checked against.
+    pub checkpoints: u64,
+    /// The largest of them, if any.
+    pub latest_checkpoint: Option<u64>,
 }
 
 /// An RFC 6962 inclusion proof of one record in the log as it stands.
@@ -365,14 +376,19 @@ impl Auditor {
         ask(self.tx.as_ref(), |done| Job::Prove { seq, done }).await
     }
 
-    /// Verifies the whole chain from genesis.
+    /// Verifies the whole chain from genesis, and against every checkpoint
+    /// this node signed (each note's signature by the node's audit key,
+    /// then the records up to its size against its root; a log shorter
+    /// than a checkpoint was cut).
     ///
     /// # Errors
-    /// [`AuditError::Off`]; the store's error naming the first bad record.
+    /// [`AuditError::Off`]; the store's error naming the first bad record;
+    /// [`AuditError::Store`] naming a stored checkpoint whose signature
+    /// does not verify.
     ///
     /// # Cancel safety
     /// Cancel safe: verifying changes nothing.
-    pub async fn verify(&self) -> Result<VerifiedRange, AuditError> {
+    pub async fn verify(&self) -> Result<Verification, AuditError> {
         ask(self.tx.as_ref(), |done| Job::Verify { done }).await
     }
 
@@ -529,7 +545,7 @@ impl Writer {
                 );
             }
             Job::Verify { done } => {
-                let _ = done.send(self.log.verify_all().map_err(AuditError::Store));
+                let _ = done.send(self.verify());
             }
             Job::Prove { seq, done } => {
                 let _ = done.send(self.prove(seq));
@@ -573,6 +589,21 @@ impl Writer {
         {
             self.checkpoints.send_replace(size);
         }
+    }
+
+    /// The chain from genesis, against every checkpoint this node stored.
+    fn verify(&self) -> Result<Verification, AuditError> {
+        let heads = match &self.signer {
+            Some(s) => s.stored_heads(&self.store)?,
+            // Without its key the node cannot tell its own checkpoints.
+            None => Vec::new(),
+        };
+        let range = self.log.verify_all_against(&heads)?;
+        Ok(Verification {
+            range,
+            checkpoints: heads.len() as u64,
+            latest_checkpoint: heads.last().map(|h| h.size),
+        })
     }
 
     fn prove(&self, seq: u64) -> Result<Inclusion, AuditError> {

@@ -246,6 +246,16 @@ async fn a_subscriber_gets_every_record_in_order_then_live_and_every_checkpoint_
             );
         }
     }
+    // `audit.read {verify}` checks the chain against every checkpoint the
+    // node signed.
+    let v = control(&c, &n, "audit.read", json!({"verify": true}))
+        .await
+        .unwrap();
+    assert!(
+        v["checkpoints"].as_u64().unwrap() >= checkpoints.len() as u64,
+        "{v}"
+    );
+    assert!(v["latest_checkpoint"].as_u64().unwrap() >= *checkpoints.last().unwrap());
     // The node keeps serving Calls throughout.
     echo(&c, &n, 99).await;
     n.shutdown(Duration::from_secs(1)).await;

@@ -220,6 +220,38 @@ impl Checkpointer {
         Ok(CheckpointView { latest, proof })
     }
 
+    /// Every checkpoint stored, oldest first, each note's signature by
+    /// this node's audit key checked (a forged or altered note is named).
+    pub(crate) fn stored_heads(&self, store: &Store) -> Result<Vec<TreeHead>, AuditError> {
+        let mut heads = Vec::new();
+        let mut after = 0u64;
+        while let Some(cp) = store.checkpoint_after(after)? {
+            let bad = |reason: String| {
+                AuditError::Store(StoreError::Corrupt {
+                    path: store.path().to_owned(),
+                    tree: "checkpoints",
+                    key: format!("checkpoint {}", cp.size),
+                    reason,
+                })
+            };
+            let note = Note::parse(cp.note.as_bytes())
+                .map_err(|e| bad(format!("the stored note does not parse: {e}")))?;
+            note.verify(std::slice::from_ref(&self.verifier))
+                .map_err(|e| bad(format!("not signed by this node's audit key: {e}")))?;
+            let checkpoint = Checkpoint::parse(note.text())
+                .map_err(|e| bad(format!("the note is not a checkpoint: {e}")))?;
+            if checkpoint.tree.size != cp.size {
+                return Err(bad(format!(
+                    "stored under size {} but covers {} records",
+                    cp.size, checkpoint.tree.size
+                )));
+            }
+            heads.push(checkpoint.tree);
+            after = cp.size;
+        }
+        Ok(heads)
+    }
+
     /// Takes the cosignatures of `note` for a checkpoint this node signed.
     pub(crate) fn cosign(&self, store: &Store, note: &[u8]) -> Result<CosignOutcome, AuditError> {
         let size = claimed_size(note).map_err(AuditError::Cosign)?;

@@ -236,9 +236,11 @@ impl NodeAgentState {
                 match auditor.verify().await {
                     Ok(v) => {
                         let _ = reply.ok(json!({
-                            "verified": v.count(),
-                            "head": hex32(&v.end.last_hash),
-                            "root": v.tree.map(|t| hex32(&t.root)),
+                            "verified": v.range.count(),
+                            "head": hex32(&v.range.end.last_hash),
+                            "root": v.range.tree.map(|t| hex32(&t.root)),
+                            "checkpoints": v.checkpoints,
+                            "latest_checkpoint": v.latest_checkpoint,
                         }));
                     }
                     Err(e) => CallFailure::Internal(e.to_string()).answer(reply),

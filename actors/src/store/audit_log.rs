@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 
 use mxp_governance::audit::{
     AppendError, AuditEvent, Chain, ChainError, ChainHead, ChainVerifier, GENESIS_PREV_HASH, Hash,
-    Limits, Record, VerifiedRange,
+    Limits, Record, TreeHead, VerifiedRange,
 };
 use mxp_protocol::DecodeError;
 
@@ -80,6 +80,23 @@ pub enum AuditViolation {
     /// Any other chain rule (from [`ChainVerifier`]).
     #[error(transparent)]
     Chain(ChainError),
+    /// The records from genesis up to a signed checkpoint's size do not
+    /// hash to its root: a history rewritten (consistently) at or after
+    /// this record, the first one no earlier checkpoint vouches for.
+    #[error(
+        "records up to {size} do not hash to the root of the node's signed checkpoint of size {size}: the history from this record on was rewritten"
+    )]
+    NotInCheckpoint {
+        /// The checkpoint's tree size.
+        size: u64,
+    },
+    /// A signed checkpoint covers more records than the log holds: the log
+    /// was cut here.
+    #[error("the node signed a checkpoint of {size} records, and the log ends here: it was cut")]
+    CutBelowCheckpoint {
+        /// The checkpoint's tree size.
+        size: u64,
+    },
 }
 
 /// A batch ready to write: the engine entries, their sequence numbers and
@@ -271,6 +288,26 @@ impl AuditLog {
     /// [`StoreError::AuditCorrupt`] naming the first bad or missing record;
     /// [`StoreError::Corrupt`]; [`StoreError::Engine`].
     pub fn verify_all(&self) -> Result<VerifiedRange, StoreError> {
+        self.verify_all_against(&[])
+    }
+
+    /// As [`AuditLog::verify_all`], and against `checkpoints` (tree heads
+    /// the node signed, oldest first): the records up to each one's size
+    /// must hash to its root, and the log must hold at least as many
+    /// records as the largest covers. A chain rewritten consistently (every
+    /// hash recomputed) or cut is caught here, named at the first record no
+    /// earlier checkpoint vouches for.
+    ///
+    /// # Errors
+    /// As [`AuditLog::verify_all`]; [`AuditViolation::NotInCheckpoint`];
+    /// [`AuditViolation::CutBelowCheckpoint`].
+    pub fn verify_all_against(
+        &self,
+        checkpoints: &[TreeHead],
+    ) -> Result<VerifiedRange, StoreError> {
+        let mut pending = checkpoints.iter().filter(|c| c.size > 0).peekable();
+        // The first record the last matching checkpoint does not cover.
+        let mut vouched = 0u64;
         let mut verifier = ChainVerifier::from_genesis(self.limits);
         let mut next = 0u64;
         loop {
@@ -291,10 +328,24 @@ impl AuditLog {
                     self.corrupt(seq, violation)
                 })?;
                 next = verifier.head().next_seq;
+                while let Some(cp) = pending.next_if(|c| c.size <= next) {
+                    if cp.size < next {
+                        // Out of order or repeated: already passed.
+                        continue;
+                    }
+                    if verifier.tree_head().map(|t| t.root) != Some(cp.root) {
+                        return Err(self
+                            .corrupt(vouched, AuditViolation::NotInCheckpoint { size: cp.size }));
+                    }
+                    vouched = cp.size;
+                }
             }
             if !full {
                 break;
             }
+        }
+        if let Some(cp) = pending.find(|c| c.size > next) {
+            return Err(self.corrupt(next, AuditViolation::CutBelowCheckpoint { size: cp.size }));
         }
         let range = verifier
             .finish()
@@ -393,6 +444,10 @@ impl Drop for AuditLog {
 #[cfg(test)]
 #[path = "audit_tamper_tests.rs"]
 mod tamper_tests;
+
+#[cfg(test)]
+#[path = "audit_checkpoint_tests.rs"]
+mod checkpoint_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]

@@ -18,8 +18,10 @@ pub const LONG_ABOUT: &str = "Verify and read a node's audit log (operators only
     kill-switch changes, policy reloads, the node's configuration digest at start) is a \
     record chained to the one before it by BLAKE3 (docs/AUDIT.md), durable before the step \
     goes on.\n\n\
-    `verify` has the node check the whole chain from its first record and prints the count, \
-    the last hash and the RFC 6962 Merkle root, or names the first bad record. `prove <seq>` \
+    `verify` has the node check the whole chain from its first record, and against every \
+    checkpoint it signed (each one's signature, the records up to its size against its \
+    root, and none beyond the log's end), and prints the count, the last hash, the RFC 6962 \
+    Merkle root and the checkpoints checked, or names the first bad record. `prove <seq>` \
     prints a record's inclusion proof (leaf, audit path, tree size and root). `tail` prints \
     the last records, `query` the records matching the filters, one line each; `export` \
     writes them as JSON lines. `follow` subscribes to the log and prints every record and \
@@ -224,8 +226,17 @@ pub fn run<W: Write>(args: &AuditArgs, out: &mut W) -> Result<(), CliError> {
                 "audit.read",
                 json!({ "verify": true }),
             )?;
+            let checkpoints = match (
+                r.get("checkpoints").and_then(Value::as_u64),
+                r.get("latest_checkpoint").and_then(Value::as_u64),
+            ) {
+                (Some(n), Some(latest)) if n > 0 => {
+                    format!("; {n} signed checkpoints match (latest of {latest} records)")
+                }
+                _ => "; no signed checkpoint yet".to_owned(),
+            };
             let text = format!(
-                "ok: {} records verified; head {}; merkle root {}\n",
+                "ok: {} records verified; head {}; merkle root {}{checkpoints}\n",
                 r.get("verified").unwrap_or(&json!(0)),
                 r.get("head").and_then(Value::as_str).unwrap_or("-"),
                 r.get("root").and_then(Value::as_str).unwrap_or("-"),
