@@ -226,7 +226,13 @@ impl Broker {
                     finish(Outcome::Landed, Some(bytes))?;
                     len
                 } else {
-                    crate::json_size::json_size(&out)
+                    // Nothing to scan when even the bound is within it.
+                    let bound = crate::json_size::json_size_bound(&out);
+                    if bound <= limits.max_output_bytes {
+                        bound
+                    } else {
+                        crate::json_size::json_size(&out)
+                    }
                 };
                 if len > limits.max_output_bytes {
                     return Err(ToolError::Failed {

@@ -32,6 +32,33 @@ pub(crate) fn json_size(v: &Value) -> usize {
     total
 }
 
+/// An upper bound of [`json_size`] that reads lengths only, never string
+/// bytes: a string takes at most six bytes per byte (`\u00XX`) plus its
+/// quotes, a number at most 24. When this is within a limit, so is the
+/// exact size, and nothing needed to be scanned.
+pub(crate) fn json_size_bound(v: &Value) -> usize {
+    let string = |s: &str| s.len().saturating_mul(6).saturating_add(2);
+    let mut total = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 24,
+            Value::String(s) => string(s),
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                2 + a.len()
+            }
+            Value::Object(m) => {
+                stack.extend(m.values());
+                let keys = m.keys().fold(0usize, |t, k| t.saturating_add(string(k)));
+                (2 + 2 * m.len()).saturating_add(keys)
+            }
+        });
+    }
+    total
+}
+
 fn number_len(n: &serde_json::Number) -> usize {
     if let Some(u) = n.as_u64() {
         digits(u)
@@ -74,7 +101,9 @@ mod tests {
     use serde_json::json;
 
     fn same(v: &Value) {
-        assert_eq!(json_size(v), serde_json::to_vec(v).unwrap().len(), "{v}");
+        let exact = serde_json::to_vec(v).unwrap().len();
+        assert_eq!(json_size(v), exact, "{v}");
+        assert!(json_size_bound(v) >= exact, "{v}");
     }
 
     #[test]
