@@ -24,7 +24,7 @@ use super::{Nonce, TokenError};
 /// Time is an input; nothing here reads a clock. Storage is a hash map of
 /// entries (SipHash under a key drawn per ledger, std's `RandomState`, so no
 /// nonce an issuer picks can degrade it; nothing depends on its order) and a
-/// timing wheel: each key is also listed under the [`SLOT_MS`]-wide slot its
+/// timing wheel: each key is also listed under the 64 ms slot its
 /// expiry falls in, and slots are swept in time order, a few keys per spend.
 /// Work per spend is O(1) amortised; a B-tree and a heap cost a cache miss
 /// per level at a node's peak of ~10^6 live nonces (benches/broker.rs).
@@ -42,7 +42,7 @@ pub struct NonceLedger {
 /// The width of a timing-wheel slot: an expired entry is forgotten at most
 /// this long after its expiry (unless the ledger is full, which forgets at
 /// once what has expired).
-pub const SLOT_MS: u64 = 64;
+pub(crate) const SLOT_MS: u64 = 64;
 /// Keys swept per spend: the ledger shrinks faster than it grows.
 const SWEEP: usize = 4;
 
