@@ -2,15 +2,20 @@
 //! ([`AuditLog`]), behind one storage trait ([`Engine`]) so the engine can
 //! change without touching its users.
 //!
-//! [`SledEngine`] is the engine today (sled 0.34, the design card's choice).
-//! Every write is flushed to disk before it returns: a state change the
-//! node acknowledged survives a crash. actors/tests/audit_crash.rs holds the
+//! [`RedbEngine`] is the engine (redb 4): the store is one database file,
+//! [`STORE_FILE`] in the store's folder. Every write is one redb write
+//! transaction committed with `Durability::Immediate`, which fsyncs the file
+//! (`fdatasync`) before it returns: a state change the node acknowledged
+//! survives a crash of the process, and of the machine on a disk that
+//! honours cache flushes. actors/tests/audit_crash.rs holds the
 //! engine to that by killing a writer process with SIGKILL at random moments.
+//! (The engine was sled 0.34, whose flush makes its log durable with
+//! `sync_file_range(2)` only; docs/DESIGN.md, "One store".)
 
 mod audit_log;
 mod audit_read;
 mod checkpoints;
-mod sled_engine;
+mod redb_engine;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,19 +26,42 @@ use mxp_governance::audit::AppendError;
 
 pub use audit_log::{AuditLog, AuditViolation, seq_key, seq_of_key};
 pub use checkpoints::StoredCheckpoint;
-pub use sled_engine::SledEngine;
+pub use redb_engine::RedbEngine;
+
+/// The database file of a store, in the folder [`Store::open`] is given.
+pub const STORE_FILE: &str = "store.redb";
+
+/// The files a sled 0.34 store keeps at the top of its folder (beside a
+/// `blobs` folder and `snap.*` files), by which an old store is recognised.
+const SLED_FILES: [&str; 2] = ["conf", "db"];
 
 /// Why the store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The engine failed (I/O, corruption it detected).
+    /// The engine failed (I/O, corruption it detected, the file held by
+    /// another opener).
     #[error("store {path}: {reason}")]
     Engine {
-        /// The store's folder.
+        /// The store's database file (or folder).
         path: String,
         /// What the engine said.
         reason: String,
+    },
+    /// The store's folder holds a sled store (what the node kept before
+    /// redb) and no redb store: refused, nothing read, changed or deleted.
+    #[error(
+        "store {path}: the folder holds a store of the old engine (sled 0.34: its files \
+         {files}) and no {STORE_FILE}; this node keeps its store in redb and does not read \
+         sled. Nothing was changed. Move the folder aside (the node then starts a new, empty \
+         store: no approvals, the kill switch off, a new audit log from record 0); if the old \
+         audit log is needed, export it first with the previous release (mxp audit export)"
+    )]
+    SledStore {
+        /// The store's folder.
+        path: String,
+        /// The sled files found, e.g. `conf, db`.
+        files: String,
     },
     /// A record did not decode.
     #[error("store {path}: record {key} in {tree} is corrupt: {reason}")]
@@ -189,13 +217,35 @@ impl Store {
         }
     }
 
-    /// Opens (creating) the sled store in `dir`.
+    /// Opens the store in the folder `dir`: the redb database
+    /// [`STORE_FILE`] in it, creating the folder and the file if they do
+    /// not exist.
     ///
     /// # Errors
-    /// [`StoreError::Engine`] naming the folder and sled's reason (another
-    /// process holding it, corrupt files, permissions).
+    /// [`StoreError::SledStore`] if `dir` holds a sled store and no
+    /// [`STORE_FILE`] (nothing is created then); [`StoreError::Engine`]
+    /// naming the folder or the file and the reason (the folder cannot be
+    /// created, another opener holds the file, the file is not a redb
+    /// database or is corrupt or cut short, permissions).
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
-        Ok(Arc::new(Store::new(Box::new(SledEngine::open(dir)?))))
+        let file = dir.join(STORE_FILE);
+        if !file.exists() {
+            let found: Vec<&str> = SLED_FILES
+                .into_iter()
+                .filter(|name| dir.join(name).is_file())
+                .collect();
+            if found.len() == SLED_FILES.len() {
+                return Err(StoreError::SledStore {
+                    path: dir.display().to_string(),
+                    files: found.join(", "),
+                });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine {
+            path: dir.display().to_string(),
+            reason: format!("creating the store's folder: {e}"),
+        })?;
+        Ok(Arc::new(Store::new(Box::new(RedbEngine::open(&file)?))))
     }
 
     /// Whether the kill switch is on (off when never set).
@@ -371,5 +421,85 @@ mod tests {
         let _held = Store::open(&path).unwrap();
         let e = Store::open(&path).unwrap_err();
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    }
+
+    /// Every file under `dir` (relative name, bytes), in order.
+    fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(
+                    listing(&entry.path())
+                        .into_iter()
+                        .map(|(n, b)| (format!("{name}/{n}"), b)),
+                );
+                out.push((format!("{name}/"), Vec::new()));
+            } else {
+                out.push((name, std::fs::read(entry.path()).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Writes the sled 0.34 store of tests/fixtures into `dir`.
+    fn sled_store(dir: &Path) {
+        std::fs::create_dir_all(dir.join("blobs")).unwrap();
+        let fixture = |name| {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/sled-0.34-store")
+                .join(name);
+            std::fs::read(p).unwrap()
+        };
+        std::fs::write(dir.join("conf"), fixture("conf")).unwrap();
+        std::fs::write(dir.join("db"), fixture("db")).unwrap();
+    }
+
+    #[test]
+    fn a_folder_with_an_old_sled_store_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        sled_store(&path);
+        let before = listing(&path);
+        let e = Store::open(&path).unwrap_err();
+        assert!(matches!(e, StoreError::SledStore { .. }), "{e}");
+        let text = e.to_string();
+        for says in [
+            path.display().to_string().as_str(),
+            "sled 0.34",
+            "conf, db",
+            "no store.redb",
+            "Nothing was changed",
+            "Move the folder aside",
+            "mxp audit export",
+        ] {
+            assert!(text.contains(says), "{says:?} not in: {text}");
+        }
+        assert_eq!(
+            listing(&path),
+            before,
+            "nothing created, changed or deleted"
+        );
+        assert!(!path.join(STORE_FILE).exists());
+
+        // Moved aside, the node starts a new, empty store in its place.
+        std::fs::rename(&path, dir.path().join("store.sled")).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert!(!store.kill_switch().unwrap());
+        store.set_kill_switch(true).unwrap();
+        drop(store);
+        assert_eq!(listing(&dir.path().join("store.sled")), before);
+
+        // A folder whose redb store is there is opened, whatever else it holds.
+        sled_store(&path);
+        assert!(Store::open(&path).unwrap().kill_switch().unwrap());
+
+        // One of sled's names alone is not a sled store.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("db"), b"mine").unwrap();
+        assert!(!Store::open(&other).unwrap().kill_switch().unwrap());
     }
 }

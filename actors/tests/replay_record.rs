@@ -1,5 +1,5 @@
 //! What a plan run records for replay, on a real node over QUIC with a
-//! real sled store: `call_received` (agent, method, params), each step
+//! real redb store: `call_received` (agent, method, params), each step
 //! decision's arguments digest, effect class and facts, `call_answered`
 //! (the answer's digest, or the error code); and `audit.replay` of that
 //! session answering `identical` to an operator, or naming a session the

@@ -3,7 +3,7 @@
 //! same events:
 //!
 //! * `durable_append/{mxp,sqlite}/batch_{1,8,64}`: chain + store + fsync
-//!   of a batch of events (group commit), the node's `AuditLog` over sled
+//!   of a batch of events (group commit), the node's `AuditLog` over redb
 //!   beside the same chain over SQLite (rusqlite, bundled; WAL,
 //!   `synchronous=FULL`, one transaction per batch);
 //! * `single_append/{mxp,raw_fdatasync}`: one event made durable, beside

@@ -36,7 +36,7 @@
 //!   whose policy allows everything without Cedar: still a token per
 //!   Call, since no path bypasses the gate), `transport` (the echo above)
 //!   and `audited` (the governed node recording every step in a durable
-//!   audit log: sled in a temporary folder, one flush per group commit).
+//!   audit log: redb in a temporary folder, one fsync'ed commit per group commit).
 //!   The goal ratio is governed ÷ allow_all ≤ 1.25; audited is quoted
 //!   beside governed.
 //! * `node_rtt` (diagnostic): one Call at a time in-process, no QUIC,
@@ -315,7 +315,7 @@ fn governed_call(c: &mut Criterion) {
         Gate::with_policy(Arc::new(AllowAll)),
     ));
     // The governed node again, recording every step in a durable audit
-    // log (sled, flushed per group commit) in a temporary folder.
+    // log (redb, one fsync'ed commit per group commit) in a temporary folder.
     let audit_dir = tempfile::tempdir().unwrap();
     let audited = rt.block_on(async {
         let store = mxp_actors::store::Store::open(&audit_dir.path().join("store")).unwrap();

@@ -1,5 +1,5 @@
 //! Governance as an operator meets it, over real processes: `mxp-node`
-//! children on loopback with a Cedar policy folder and a sled store in a
+//! children on loopback with a Cedar policy folder and a redb store in a
 //! temporary data folder, the `mxp` CLI as a child with its own identities,
 //! and Calls over real QUIC from this process.
 //!

@@ -334,3 +334,60 @@ fn printed_default_config_is_valid_and_complete() {
         "{help}"
     );
 }
+
+/// A data folder whose `store` holds a sled store from before redb (the
+/// fixture sled 0.34 wrote) and no `store.redb`: the node exits 2 naming the
+/// folder and what to do, and leaves every file as it was.
+#[test]
+fn a_data_folder_with_an_old_sled_store_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("store");
+    std::fs::create_dir_all(store.join("blobs")).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../actors/tests/fixtures/sled-0.34-store");
+    let mut before = Vec::new();
+    for name in ["conf", "db"] {
+        let bytes = std::fs::read(fixture.join(name)).unwrap();
+        std::fs::write(store.join(name), &bytes).unwrap();
+        before.push((name, bytes));
+    }
+    let mut child = Command::new(BIN)
+        .env("MXP_NODE__LISTEN", "127.0.0.1:0")
+        .env("MXP_NODE__DATA_DIR", data.path())
+        .env("MXP_METRICS__LISTEN", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    // stderr ends when the node exits.
+    let Ok(err) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("mxp-node did not refuse the sled store within 60 s");
+    };
+    assert_eq!(child.wait().unwrap().code(), Some(2), "{err}");
+    for says in [
+        store.display().to_string().as_str(),
+        "sled 0.34",
+        "no store.redb",
+        "Move the folder aside",
+    ] {
+        assert!(err.contains(says), "{says:?} not in: {err}");
+    }
+    for (name, bytes) in before {
+        assert_eq!(std::fs::read(store.join(name)).unwrap(), bytes, "{name}");
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blobs", "conf", "db"], "nothing created beside it");
+}

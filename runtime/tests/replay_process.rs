@@ -1,5 +1,5 @@
 //! Replay and what-if as an operator meets them, over real processes: an
-//! `mxp-node` child on loopback with a sled store in a temporary data
+//! `mxp-node` child on loopback with a redb store in a temporary data
 //! folder, Cedar policy folders in temporary folders, Calls over real QUIC
 //! from this process, and the `mxp` CLI as a child (the operator).
 //!

@@ -341,9 +341,11 @@ mod tests {
     /// Replaces the log in `path` by `n` other records.
     fn rewrite(path: &std::path::Path, n: u64) {
         {
-            let db = sled::open(path).unwrap();
-            db.open_tree("audit").unwrap().clear().unwrap();
-            db.flush().unwrap();
+            use crate::store::{Engine, RedbEngine, STORE_FILE, Tree};
+            let engine = RedbEngine::open(&path.join(STORE_FILE)).unwrap();
+            for (key, _) in engine.scan(Tree::Audit).unwrap() {
+                engine.delete(Tree::Audit, &key).unwrap();
+            }
         }
         let store = Store::open(path).unwrap();
         let mut log = AuditLog::open(store).unwrap();

@@ -1,5 +1,6 @@
-//! Tamper detection at store level, on a 10,000-event log in a real sled
-//! folder: a bit flip at every byte of a record, a deleted, duplicated,
+//! Tamper detection at store level, on a 10,000-event log in a real redb
+//! store file (each tampering written through redb, behind the running
+//! log's back): a bit flip at every byte of a record, a deleted, duplicated,
 //! swapped or inserted record, a record beyond the head and a truncation are
 //! each detected by `verify_all` at the right first bad sequence number; a
 //! cut tail or a rewritten history, which a reopened log cannot see, is
