@@ -8,8 +8,10 @@
 //!
 //! What waits for what (docs/GUARANTEES.md):
 //! * a tool runs only once its policy decision, token mint and token
-//!   verification are durable; its answer goes out only once its
-//!   execution (outcome and output) is durable;
+//!   verification are durable; its execution (outcome and output) is
+//!   durable before anything that follows it can be seen: the next step's
+//!   tool (whose decision is written after it) or the Call's answer (after
+//!   `call_answered`, written after it);
 //! * a denial is recorded before it is answered;
 //! * a control change (lifecycle, reload, kill switch, vote) is answered
 //!   once recorded.

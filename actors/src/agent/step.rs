@@ -178,8 +178,13 @@ pub(crate) async fn governed_call(
             }
             Err(e) => (audit::ToolOutcome::Failed, e.to_string().into_bytes()),
         };
+        // Queued, not waited for: whatever comes next that the world can
+        // see waits for a durable record behind this one (the next step's
+        // decision before its tool acts, the Call's `call_answered` before
+        // its answer goes out), and the writer keeps the order. One
+        // durable write fewer per step.
         auditor
-            .record(vec![audit::event(
+            .enqueue(vec![audit::event(
                 audit::execution(outcome, &bytes),
                 json!({ "tool": step_tool }),
                 Some(principal.id()),
