@@ -1,6 +1,6 @@
 //! Replay protection: a pure, bounded ledger of spent nonces.
 
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{BTreeMap, HashMap};
 
 use mxp_protocol::Fingerprint;
@@ -108,8 +108,10 @@ impl NonceLedger {
             while budget > 0 {
                 let Some(key) = keys.pop() else { break };
                 budget -= 1;
-                if self.seen.get(&key).is_some_and(|exp| *exp <= now_unix_ms) {
-                    self.seen.remove(&key);
+                if let Entry::Occupied(e) = self.seen.entry(key)
+                    && *e.get() <= now_unix_ms
+                {
+                    e.remove();
                 }
             }
             if keys.is_empty() {
@@ -148,20 +150,29 @@ impl NonceLedger {
             });
         }
         let key = (*nonce, *issuer);
-        match self.seen.get(&key) {
-            Some(exp) if now_unix_ms < *exp => return Err(TokenError::Replayed),
-            // Held but expired: replaced below (its old slot listing is
-            // skipped when swept, since the map says it expires later).
-            Some(_) => {}
-            None if self.seen.len() >= self.capacity => self.forget_expired(now_unix_ms),
-            None => self.sweep(now_unix_ms, SWEEP),
+        if self.seen.len() >= self.capacity {
+            self.forget_expired(now_unix_ms);
+        } else {
+            self.sweep(now_unix_ms, SWEEP);
         }
-        if !self.seen.contains_key(&key) && self.seen.len() >= self.capacity {
-            return Err(TokenError::LedgerFull {
-                capacity: self.capacity,
-            });
+        let full = self.seen.len() >= self.capacity;
+        // One hash: look up, refuse or record.
+        match self.seen.entry(key) {
+            Entry::Occupied(e) if now_unix_ms < *e.get() => return Err(TokenError::Replayed),
+            // Held but expired: replaced (its old slot listing is skipped
+            // when swept, since the map then says it expires later).
+            Entry::Occupied(mut e) => {
+                e.insert(not_after_unix_ms);
+            }
+            Entry::Vacant(_) if full => {
+                return Err(TokenError::LedgerFull {
+                    capacity: self.capacity,
+                });
+            }
+            Entry::Vacant(e) => {
+                e.insert(not_after_unix_ms);
+            }
         }
-        self.seen.insert(key, not_after_unix_ms);
         self.slots
             .entry(slot_of(not_after_unix_ms))
             .or_default()
