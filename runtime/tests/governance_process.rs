@@ -17,6 +17,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{Run, finish};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,53 +85,6 @@ fn policy_dir(dir: &Path, extra: &[(&str, &str)]) -> PathBuf {
 }
 
 // ---------------------------------------------------------------- children
-
-/// What a child process left behind.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Waits for `child` (stdout and stderr piped) to exit, reading both
-/// streams; kills it and fails the test past [`DEADLINE`].
-fn finish(mut child: Child, what: &str) -> Run {
-    let (tx, rx) = mpsc::channel();
-    let streams: [Box<dyn Read + Send>; 2] = [
-        Box::new(child.stdout.take().unwrap()),
-        Box::new(child.stderr.take().unwrap()),
-    ];
-    for (i, mut s) in streams.into_iter().enumerate() {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = s.read_to_string(&mut text);
-            let _ = tx.send((i, text));
-        });
-    }
-    let end = Instant::now() + DEADLINE;
-    let mut texts = [String::new(), String::new()];
-    for _ in 0..2 {
-        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            Ok((i, text)) => texts[i] = text,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what} still running after {DEADLINE:?}");
-            }
-        }
-    }
-    let status = child.wait().unwrap();
-    let [stdout, stderr] = texts;
-    Run {
-        code: status
-            .code()
-            .unwrap_or_else(|| panic!("{what} killed by a signal: {status}")),
-        stdout,
-        stderr,
-    }
-}
 
 /// `mxp args...`, with `MXP_CONFIG_DIR` inside `root` so no default
 /// identity outside the test is touched.
