@@ -1,21 +1,30 @@
-//! The node's durable store: the kill switch, approvals and the audit log
-//! ([`AuditLog`]), behind one storage trait ([`Engine`]) so the engine can
-//! change without touching its users.
+//! The node's durable store: the kill switch, approvals, the broker's
+//! outcomes and the audit log ([`AuditLog`]), behind one storage trait
+//! ([`Engine`]) so the engine can change without touching its users.
 //!
-//! [`RedbEngine`] is the engine (redb 4): the store is one database file,
-//! [`STORE_FILE`] in the store's folder. Every write is one redb write
-//! transaction committed with `Durability::Immediate`, which fsyncs the file
-//! (`fdatasync`) before it returns: a state change the node acknowledged
-//! survives a crash of the process, and of the machine on a disk that
-//! honours cache flushes. actors/tests/audit_crash.rs holds the
-//! engine to that by killing a writer process with SIGKILL at random moments.
-//! (The engine was sled 0.34, whose flush makes its log durable with
-//! `sync_file_range(2)` only; docs/DESIGN.md, "One store".)
+//! [`SplitEngine`] is the engine, over two files in the store's folder:
+//!
+//! * the audit log's records ([`Tree::Audit`]) in [`AUDIT_FILE`], an
+//!   append-only file of checksummed frames: a batch of records is one
+//!   write and one `fdatasync` before it returns;
+//! * every other tree in [`STORE_FILE`], a redb 4 database ([`RedbEngine`]):
+//!   every write is one redb write transaction committed with
+//!   `Durability::Immediate`, which fsyncs the file (`fdatasync`) before it
+//!   returns.
+//!
+//! So a state change the node acknowledged survives a crash of the process,
+//! and of the machine on a disk that honours cache flushes.
+//! actors/tests/audit_crash.rs holds the audit file to that by killing a
+//! writer process with SIGKILL at random moments. (The engine was sled
+//! 0.34, whose flush makes its log durable with `sync_file_range(2)` only,
+//! then redb alone; docs/DESIGN.md, "One store".)
 
+mod audit_file;
 mod audit_log;
 mod audit_read;
 mod checkpoints;
 mod redb_engine;
+mod split_engine;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,11 +33,16 @@ use std::sync::atomic::AtomicBool;
 use mxp_governance::approval::Approval;
 use mxp_governance::audit::AppendError;
 
+#[cfg(test)]
+pub(crate) use audit_file::tamper;
+pub use audit_file::{AUDIT_FILE, FrameFault, MAX_RECORD_BYTES, WriteRefused};
 pub use audit_log::{AuditLog, AuditViolation, seq_key, seq_of_key};
 pub use checkpoints::StoredCheckpoint;
 pub use redb_engine::RedbEngine;
+pub use split_engine::SplitEngine;
 
-/// The database file of a store, in the folder [`Store::open`] is given.
+/// The database file of a store (every tree but the audit log's), in the
+/// folder [`Store::open`] is given.
 pub const STORE_FILE: &str = "store.redb";
 
 /// The files a sled 0.34 store keeps at the top of its folder (beside a
@@ -109,16 +123,53 @@ pub enum StoreError {
         /// The store's folder.
         path: String,
     },
+    /// A write to the audit tree that its file does not take: not the next
+    /// record, a delete, a record too long. Nothing was written.
+    #[error("store {path}: audit write refused: {refused}")]
+    AuditWriteRefused {
+        /// The audit file.
+        path: String,
+        /// Why.
+        refused: WriteRefused,
+    },
+    /// store.redb records that the store made its audit file, and the file
+    /// is not there: refused rather than start the log again from record 0.
+    #[error(
+        "store {path}: the audit log's file is missing, though this store made it (store.redb \
+         says so): it was deleted or moved. Nothing was changed. Put it back (restore it from \
+         a backup), or move the store's folder aside to start a new, empty store"
+    )]
+    AuditFileMissing {
+        /// The audit file.
+        path: String,
+    },
+    /// store.redb holds audit records the audit file does not: written
+    /// there by a release that kept the audit log in redb, after this one
+    /// moved it into the file. Nothing was changed.
+    #[error(
+        "store {path}: store.redb holds {records} audit records beside the audit file \
+         {AUDIT_FILE}, which does not hold them (a release that kept the log in store.redb ran \
+         on this store after this one moved the log into the file). Nothing was changed. Export \
+         that log with that release (mxp audit export) if it is needed, then move the store's \
+         folder aside"
+    )]
+    AuditInBoth {
+        /// The redb database.
+        path: String,
+        /// How many records it holds (the last one's sequence number + 1).
+        records: u64,
+    },
 }
 
 /// The named key spaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
-    /// Node state: the kill switch.
+    /// Node state: the kill switch, and that the store made its audit file.
     State,
     /// Approvals by id.
     Approvals,
-    /// Audit records by big-endian sequence number ([`seq_key`]).
+    /// Audit records by big-endian sequence number ([`seq_key`]); in
+    /// [`SplitEngine`], the append-only [`AUDIT_FILE`].
     Audit,
     /// The broker's effect outcomes by idempotency key (their encoding is
     /// the broker's).
@@ -177,7 +228,10 @@ pub trait Engine: Send + Sync + 'static {
     /// [`StoreError::Engine`].
     fn scan(&self, tree: Tree) -> Result<Records, StoreError>;
     /// Up to `limit` `(key, value)` of `tree` from `from` on (inclusive),
-    /// in key order.
+    /// in key order. Fewer only at the tree's end or, for an engine that
+    /// checks records as it reads them (the audit file of
+    /// [`SplitEngine`]), before a damaged one, which the next call, starting
+    /// at it, reports.
     ///
     /// # Errors
     /// [`StoreError::Engine`].
@@ -217,16 +271,20 @@ impl Store {
         }
     }
 
-    /// Opens the store in the folder `dir`: the redb database
-    /// [`STORE_FILE`] in it, creating the folder and the file if they do
-    /// not exist.
+    /// Opens the store in the folder `dir` ([`SplitEngine::open`]): the
+    /// redb database [`STORE_FILE`] and the audit file [`AUDIT_FILE`] in
+    /// it, creating the folder and the files if they do not exist (and
+    /// moving the audit records of a store that kept them in redb into the
+    /// audit file), and cutting a torn write off the end of the audit file.
     ///
     /// # Errors
     /// [`StoreError::SledStore`] if `dir` holds a sled store and no
     /// [`STORE_FILE`] (nothing is created then); [`StoreError::Engine`]
     /// naming the folder or the file and the reason (the folder cannot be
-    /// created, another opener holds the file, the file is not a redb
-    /// database or is corrupt or cut short, permissions).
+    /// created, another opener holds the database, a file is not what it
+    /// should be or is corrupt or cut short, permissions);
+    /// [`StoreError::AuditCorrupt`] naming a damaged frame inside the audit
+    /// file; [`StoreError::AuditFileMissing`]; [`StoreError::AuditInBoth`].
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
         let file = dir.join(STORE_FILE);
         if !file.exists() {
@@ -245,7 +303,7 @@ impl Store {
             path: dir.display().to_string(),
             reason: format!("creating the store's folder: {e}"),
         })?;
-        Ok(Arc::new(Store::new(Box::new(RedbEngine::open(&file)?))))
+        Ok(Arc::new(Store::new(Box::new(SplitEngine::open(dir)?))))
     }
 
     /// Whether the kill switch is on (off when never set).

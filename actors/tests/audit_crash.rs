@@ -1,20 +1,21 @@
-//! Crash safety of the audit log (in the node's redb store), tested the way
-//! sled tests itself: a child process appends events and reports each
-//! batch only after [`AuditLog::append_batch`] returned (the records are
-//! durable); the parent kills it with SIGKILL at random moments, reopens
-//! the store, and checks that the chain verifies from genesis, that every
-//! reported event is there with the content the child wrote, and that
-//! nothing seen after an earlier kill has changed (and that no batch was
-//! torn). Every round continues on the same store, so recovery after a
-//! kill (and a kill during recovery, or during the store file's creation)
-//! is exercised too.
+//! Crash safety of the audit log (the node store's append-only audit file,
+//! `audit.log`), tested the way sled tests itself: a child process appends
+//! events and reports each batch only after [`AuditLog::append_batch`]
+//! returned (the records are durable); the parent kills it with SIGKILL at
+//! random moments, reopens the store, and checks that the chain verifies
+//! from genesis, that every reported event is there with the content the
+//! child wrote, and that nothing seen after an earlier kill has changed
+//! (and that no batch was torn: a batch cut short by the kill is cut off
+//! whole when the store is opened). Every round continues on the same
+//! store, so recovery after a kill (and a kill during recovery, or during
+//! the store files' creation) is exercised too.
 //!
 //! What a SIGKILL cannot show: the kernel's page cache outlives the
 //! process, so a write that reached it but not the disk passes here. That
-//! the records are on the disk when `append_batch` returns rests on redb's
-//! commit with `Durability::Immediate`, which calls `fdatasync` before it
-//! returns (docs/DESIGN.md, "One store"); sled, the engine before, passed
-//! this test while calling only `sync_file_range`.
+//! the records are on the disk when `append_batch` returns rests on the
+//! audit file's `fdatasync` (`File::sync_data`) after each batch's write,
+//! before it returns (docs/DESIGN.md, "One store"); sled, the engine before
+//! redb, passed this test while calling only `sync_file_range`.
 //!
 //! **The child** is this test binary re-executed
 //! ([`std::env::current_exe`]) as

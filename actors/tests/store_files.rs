@@ -1,16 +1,31 @@
-//! The node's store file (`store.redb`) under attack, through the public
-//! API as the node opens it (`Store::open`):
+//! The node's store files (`store.redb` and `audit.log`) under attack,
+//! through the public API as the node opens them (`Store::open`):
 //!
-//! * **Corrupt or cut short.** A store holding the kill switch, broker
-//!   outcomes and a 1,000-record audit log is closed, then its file is cut
-//!   at every page boundary and at seeded random lengths (0 included), and
-//!   a byte is flipped at five places of every page, at seeded random
-//!   offsets, and inside stored audit records. Each open either is refused
-//!   with a `StoreError::Engine` naming the file, leaving the file byte for
-//!   byte as it was, or opens a store whose every value is what was
-//!   written (a flip in a page redb does not use); a flip inside a stored
-//!   record is always refused; never a panic, never a silently changed
-//!   store.
+//! * **store.redb corrupt or cut short.** A store holding the kill switch,
+//!   broker outcomes and a 1,000-record audit log is closed, then its redb
+//!   file is cut at every page boundary and at seeded random lengths (0
+//!   included), and a byte is flipped at five places of every page, at
+//!   seeded random offsets, and inside stored outcome records. Each open
+//!   either is refused with a `StoreError::Engine` naming the file, leaving
+//!   the file byte for byte as it was, or opens a store whose every value
+//!   is what was written (a flip in a page redb does not use); a flip
+//!   inside a stored record is always refused; never a panic, never a
+//!   silently changed store.
+//! * **audit.log corrupt or cut short.** The same store's audit file (its
+//!   log of 300 records appended in batches of 1 to 89) is cut at every frame
+//!   boundary, inside its header and at seeded random lengths, and a byte
+//!   is flipped at five places of every frame and at seeded random offsets.
+//!   A cut or damage at the end is a torn write: the store opens holding
+//!   the whole batches before it, every record as written, and the file is
+//!   cut to their end. Damage followed by a whole frame is refused with a
+//!   `StoreError::AuditCorrupt` naming the file, the record and the byte
+//!   offset, and the file is left as it was; a damaged header is refused
+//!   naming the file. Never a panic, never a good record lost.
+//! * **A write that fails.** A child process (this test binary re-executed
+//!   under `ulimit -f`, SIGXFSZ ignored) appends until the file size limit
+//!   fails a write: the append fails, the log then refuses every append
+//!   until the store is opened again, and the store opened again holds
+//!   every acknowledged record, the failed batch cut off.
 //! * **A lock held by a dying process.** A child process (this test binary
 //!   re-executed) holds the store; opening it is refused naming the file;
 //!   the child is killed with SIGKILL and the store is opened at once,
@@ -29,12 +44,22 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mxp_actors::store::{AuditLog, Records, STORE_FILE, Store, StoreError};
-use mxp_governance::audit::{AuditEvent, ChainHead, EventData, EventKind, Record};
+use mxp_actors::store::{
+    AUDIT_FILE, AuditLog, AuditViolation, Records, STORE_FILE, Store, StoreError,
+};
+use mxp_governance::audit::{AuditEvent, EventData, EventKind, Record};
 
 const RECORDS: u64 = 1_000;
+/// The audit file attacked holds fewer records: every cut and flip opens
+/// the store and reads the whole log.
+const AUDIT_RECORDS: u64 = 300;
 const PAGE: usize = 4096;
 const HOLDER_ENV: &str = "MXP_STORE_FILES_HOLDER";
+const WRITER_ENV: &str = "MXP_STORE_FILES_WRITER";
+/// The audit file's header, and a frame's bytes before its record
+/// (docs/AUDIT.md, "The audit file").
+const HEADER: usize = 12;
+const FRAME_HEAD: usize = 12;
 const LINE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn event(i: u64) -> AuditEvent {
@@ -51,43 +76,65 @@ fn event(i: u64) -> AuditEvent {
 
 /// What was written, to compare every successful open against.
 struct Written {
-    head: ChainHead,
     outcomes: Records,
-    /// The stored bytes of a few audit records.
+    /// Every audit record's bytes, in order.
     records: Vec<Vec<u8>>,
+    /// The number of records at the end of each batch appended.
+    batch_ends: Vec<u64>,
 }
 
-fn write_store(dir: &Path) -> Written {
+/// The audit log's batches: 1, 2, 3, 5, 8, ... 89 records, over and over.
+fn batch_sizes() -> impl Iterator<Item = u64> {
+    [1u64, 2, 3, 5, 8, 13, 21, 34, 55, 89].into_iter().cycle()
+}
+
+/// A store holding the kill switch, 20 outcomes and `n` audit records.
+fn write_store(dir: &Path, n: u64) -> Written {
     let store = Store::open(dir).unwrap();
     store.set_kill_switch(true).unwrap();
     let mut outcomes = Vec::new();
     for i in 0..20u8 {
-        let (k, v) = (vec![b'o', i], vec![i; 40 + usize::from(i) * 13]);
+        let k = vec![b'o', i];
+        let v: Vec<u8> = format!("outcome {i}: ")
+            .into_bytes()
+            .into_iter()
+            .chain((0..40 + usize::from(i) * 13).map(|j| (j * 7 + usize::from(i)) as u8))
+            .collect();
         store.put_outcome(&k, &v).unwrap();
         outcomes.push((k, v));
     }
     let mut log = AuditLog::open(store).unwrap();
-    for start in (0..RECORDS).step_by(100) {
-        log.append_batch((start..start + 100).map(event).collect())
-            .unwrap();
+    let mut batch_ends = vec![0];
+    let mut sizes = batch_sizes();
+    let mut next = 0;
+    while next < n {
+        let end = n.min(next + sizes.next().unwrap());
+        log.append_batch((next..end).map(event).collect()).unwrap();
+        batch_ends.push(end);
+        next = end;
     }
     let records = log
         .read(0, usize::MAX)
         .unwrap()
-        .into_iter()
-        .filter(|r| [0, 1, RECORDS / 2, RECORDS - 1].contains(&r.seq()))
-        .map(|r| Record::encode(&r))
+        .iter()
+        .map(Record::encode)
         .collect();
     Written {
-        head: log.head(),
         outcomes,
         records,
+        batch_ends,
     }
 }
 
 /// Opens the store in `dir`: `Err` if it is refused; if it opens, every
-/// value must be the one written (the test fails otherwise).
-fn open_and_check(dir: &Path, written: &Written, ctx: &str) -> Result<(), StoreError> {
+/// value must be the one written and the audit log must hold the first
+/// `records` records written, as written (the test fails otherwise).
+fn open_and_check(
+    dir: &Path,
+    written: &Written,
+    records: u64,
+    ctx: &str,
+) -> Result<(), StoreError> {
     let store = Store::open(dir)?;
     assert!(
         store.kill_switch().unwrap(),
@@ -102,7 +149,21 @@ fn open_and_check(dir: &Path, written: &Written, ctx: &str) -> Result<(), StoreE
     let range = log
         .verify_all()
         .unwrap_or_else(|e| panic!("{ctx}: opened but the log changed: {e}"));
-    assert_eq!(range.end, written.head, "{ctx}: the log changed");
+    assert_eq!(
+        range.end.next_seq, records,
+        "{ctx}: the log holds {} records, not {records}",
+        range.end.next_seq
+    );
+    let read: Vec<Vec<u8>> = log
+        .read(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(Record::encode)
+        .collect();
+    assert!(
+        read == written.records[..records as usize],
+        "{ctx}: a record changed"
+    );
     Ok(())
 }
 
@@ -122,18 +183,14 @@ impl Rng {
 fn corrupt_or_cut_store_files_are_refused_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let written = write_store(&dir);
+    let written = write_store(&dir, RECORDS);
     let file = dir.join(STORE_FILE);
     let original = std::fs::read(&file).unwrap();
     let len = original.len();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = seed();
     eprintln!("store_files: seed {seed}, file of {len} bytes");
     let mut rng = Rng(seed);
-    open_and_check(&dir, &written, "untouched").unwrap();
+    open_and_check(&dir, &written, RECORDS, "untouched").unwrap();
 
     // Each case: the damaged bytes, and whether it must be refused.
     let mut cases: Vec<(String, Vec<u8>, bool)> = Vec::new();
@@ -149,19 +206,26 @@ fn corrupt_or_cut_store_files_are_refused_naming_the_file() {
         .collect();
     flips.extend((0..128).map(|_| rng.below(len)));
     let mut in_records = 0;
-    for record in &written.records {
-        let at = original
+    for (_, record) in &written.outcomes {
+        // Every copy of it: redb copies a page on write, and the pages it
+        // freed keep older copies.
+        let copies: Vec<usize> = original
             .windows(record.len())
-            .position(|w| w == record.as_slice())
-            .expect("a stored record is in the file as it was written");
+            .enumerate()
+            .filter(|(_, w)| *w == record.as_slice())
+            .map(|(at, _)| at)
+            .collect();
+        assert!(
+            !copies.is_empty(),
+            "a stored record is in the file as it was written"
+        );
         for offset in [0, record.len() / 2, record.len() - 1] {
             let mut bytes = original.clone();
-            bytes[at + offset] ^= 0x20;
+            for at in &copies {
+                bytes[at + offset] ^= 0x20;
+            }
             cases.push((
-                format!(
-                    "a flip at byte {offset} of a stored record (file offset {})",
-                    at + offset
-                ),
+                format!("a flip at byte {offset} of a stored record (file offsets {copies:?})"),
                 bytes,
                 true,
             ));
@@ -178,7 +242,7 @@ fn corrupt_or_cut_store_files_are_refused_naming_the_file() {
     for (what, bytes, must_refuse) in &cases {
         let ctx = format!("seed {seed}: {what}");
         std::fs::write(&file, bytes).unwrap();
-        match open_and_check(&dir, &written, &ctx) {
+        match open_and_check(&dir, &written, RECORDS, &ctx) {
             Err(StoreError::Engine { path, reason }) => {
                 assert_eq!(path, file.display().to_string(), "{ctx}");
                 assert!(reason.contains("opening the database"), "{ctx}: {reason}");
@@ -196,12 +260,256 @@ fn corrupt_or_cut_store_files_are_refused_naming_the_file() {
         }
     }
     std::fs::write(&file, &original).unwrap();
-    open_and_check(&dir, &written, "restored").unwrap();
+    open_and_check(&dir, &written, RECORDS, "restored").unwrap();
     eprintln!(
         "store_files: seed {seed}: {} cases ({in_records} flips in stored records): {refused} refused naming the file, {intact} flips in unused bytes opened with every value intact",
         cases.len()
     );
     assert!(in_records >= 12, "{in_records}");
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1
+}
+
+/// Each frame's bytes in a whole audit file (lengths as written).
+fn frames(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = HEADER;
+    while at + FRAME_HEAD <= bytes.len() {
+        let word = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let end = at + FRAME_HEAD + (word & 0x7fff_ffff) as usize;
+        out.push(at..end);
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn corrupt_or_cut_audit_files_are_cut_back_at_the_end_and_refused_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let written = write_store(&dir, AUDIT_RECORDS);
+    let file = dir.join(AUDIT_FILE);
+    let path = file.display().to_string();
+    let original = std::fs::read(&file).unwrap();
+    let len = original.len();
+    let frames = frames(&original);
+    assert_eq!(frames.len() as u64, AUDIT_RECORDS);
+    assert_eq!(frames.last().unwrap().end, len);
+    // Where each count of records kept ends in the file.
+    let end_of = |records: u64| frames.get(records as usize).map_or(len, |f| f.start);
+    // The records a file cut to `at` bytes keeps: the whole batches in it.
+    let kept = |at: usize| {
+        *written
+            .batch_ends
+            .iter()
+            .rev()
+            .find(|&&n| end_of(n) <= at)
+            .unwrap()
+    };
+    let seed = seed();
+    eprintln!(
+        "store_files: seed {seed}, audit file of {len} bytes, {} batches",
+        written.batch_ends.len() - 1
+    );
+    let mut rng = Rng(seed);
+    open_and_check(&dir, &written, AUDIT_RECORDS, "untouched").unwrap();
+
+    // Cuts: in the header, at every frame boundary, at random lengths.
+    let mut cuts: Vec<usize> = (0..HEADER).collect();
+    cuts.extend(frames.iter().map(|f| f.start));
+    cuts.extend((0..64).map(|_| HEADER + rng.below(len - HEADER)));
+    let (mut torn, mut refused) = (0u32, 0u32);
+    for at in cuts {
+        let ctx = format!("seed {seed}: cut to {at} bytes");
+        std::fs::write(&file, &original[..at]).unwrap();
+        if at < HEADER {
+            match open_and_check(&dir, &written, 0, &ctx) {
+                Err(StoreError::Engine { path: p, reason }) => {
+                    assert_eq!(p, path, "{ctx}");
+                    assert!(
+                        reason.contains("shorter than its 12-byte header"),
+                        "{ctx}: {reason}"
+                    );
+                }
+                other => panic!("{ctx}: {other:?}"),
+            }
+            assert!(
+                std::fs::read(&file).unwrap() == original[..at],
+                "{ctx}: changed"
+            );
+            refused += 1;
+            continue;
+        }
+        let records = kept(at);
+        open_and_check(&dir, &written, records, &ctx).unwrap();
+        let now = std::fs::read(&file).unwrap();
+        assert!(
+            now == original[..end_of(records)],
+            "{ctx}: the file is {} bytes, not cut back to the {records} records' end",
+            now.len()
+        );
+        torn += 1;
+    }
+
+    // Flips: five places in every frame (its length, checksum, record),
+    // random offsets, the header.
+    let mut flips: Vec<usize> = frames
+        .iter()
+        .flat_map(|f| [0, 3, 4, FRAME_HEAD, f.end - f.start - 1].map(|o| f.start + o))
+        .collect();
+    flips.extend((0..128).map(|_| rng.below(len)));
+    flips.extend([0, 7, 8, 11]);
+    let last = frames.last().unwrap().start;
+    for at in flips {
+        let ctx = format!("seed {seed}: a flip at offset {at}");
+        let mut bytes = original.clone();
+        bytes[at] ^= 1 << (at % 8);
+        std::fs::write(&file, &bytes).unwrap();
+        let result = open_and_check(&dir, &written, kept(last), &ctx);
+        if at >= last {
+            // The last frame: a torn write, cut off with its batch.
+            result.unwrap();
+            let now = std::fs::read(&file).unwrap();
+            assert!(now == original[..end_of(kept(last))], "{ctx}: not cut back");
+            torn += 1;
+            continue;
+        }
+        match result {
+            Err(StoreError::AuditCorrupt {
+                path: p,
+                seq,
+                violation:
+                    AuditViolation::Damaged {
+                        offset,
+                        good_at: Some(good),
+                        ..
+                    },
+            }) if at >= HEADER => {
+                let k = frames.iter().rposition(|f| f.start <= at).unwrap();
+                assert_eq!((p.as_str(), seq), (path.as_str(), k as u64), "{ctx}");
+                assert_eq!(offset, frames[k].start as u64, "{ctx}");
+                assert_eq!(good, frames[k + 1].start as u64, "{ctx}");
+            }
+            Err(StoreError::Engine { path: p, reason }) if at < HEADER => {
+                assert_eq!(p, path, "{ctx}");
+                assert!(reason.contains("audit file"), "{ctx}: {reason}");
+            }
+            other => panic!("{ctx}: {other:?}"),
+        }
+        assert!(
+            std::fs::read(&file).unwrap() == bytes,
+            "{ctx}: a refused file was changed"
+        );
+        refused += 1;
+    }
+    std::fs::write(&file, &original).unwrap();
+    open_and_check(&dir, &written, AUDIT_RECORDS, "restored").unwrap();
+    eprintln!(
+        "store_files: seed {seed}: audit file: {torn} torn ends cut back with every whole batch kept, {refused} damaged files refused naming the file and offset"
+    );
+}
+
+/// The child of the failed-write test: appends batches of 10 until a write
+/// fails, then tries again through a new log, and says what happened.
+#[test]
+#[ignore = "the failed-write test's child process, run by the parent with MXP_STORE_FILES_WRITER set"]
+fn full_writer() {
+    let Some(dir) = std::env::var_os(WRITER_ENV) else {
+        return;
+    };
+    let store = Store::open(Path::new(&dir)).unwrap();
+    let mut log = AuditLog::open(store.clone()).unwrap();
+    let failed = loop {
+        let next = log.head().next_seq;
+        assert!(next < 1_000_000, "no write failed");
+        match log.append_batch((next..next + 10).map(event).collect()) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let acked = log.head().next_seq;
+    drop(log);
+    let mut log = AuditLog::open(store).unwrap();
+    let again = log.append(event(acked)).unwrap_err();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "acked {acked}").unwrap();
+    writeln!(out, "failed {failed}").unwrap();
+    writeln!(out, "again {again}").unwrap();
+    out.flush().unwrap();
+}
+
+#[test]
+fn a_failed_write_poisons_the_log_and_the_store_opened_again_has_every_acknowledged_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let written = write_store(&dir, RECORDS);
+    let file = dir.join(AUDIT_FILE);
+    // Room for a few batches more, in the 512-byte blocks of `ulimit -f`.
+    let limit_blocks = std::fs::metadata(&file).unwrap().len() / 512 + 8;
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f \"$1\" && exec \"$2\" full_writer --exact --ignored --nocapture --test-threads=1",
+            "sh",
+            &limit_blocks.to_string(),
+            &std::env::current_exe().unwrap().display().to_string(),
+        ])
+        .env(WRITER_ENV, &dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = |what: &str| {
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.rsplit_once(" ... ")
+                    .map_or(l, |(_, r)| r)
+                    .strip_prefix(what)
+            })
+            .unwrap_or_else(|| panic!("no {what:?} line in:\n{stdout}"))
+            .to_owned()
+    };
+    let acked: u64 = said("acked ").parse().unwrap();
+    assert!(
+        acked > RECORDS,
+        "the child appended before the limit: {acked}"
+    );
+    let failed = said("failed ");
+    assert!(failed.contains(&file.display().to_string()), "{failed}");
+    assert!(failed.contains("writing"), "{failed}");
+    assert!(failed.to_lowercase().contains("file too large"), "{failed}");
+    let again = said("again ");
+    assert!(again.contains("open the store again"), "{again}");
+
+    // Opened again (no limit), every acknowledged record is there, as
+    // appended; the failed batch's bytes were cut off.
+    let store = Store::open(&dir).unwrap();
+    let mut log = AuditLog::open(store).unwrap();
+    let range = log.verify_all().unwrap();
+    assert_eq!(range.end.next_seq, acked);
+    let records = log.read(RECORDS, usize::MAX).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        let mut want = event(RECORDS + i as u64);
+        want.seq = RECORDS + i as u64;
+        assert_eq!(r.event(), &want);
+    }
+    assert_eq!(log.read(0, 1).unwrap()[0].encode(), written.records[0]);
+    let frames = frames(&std::fs::read(&file).unwrap());
+    assert_eq!(frames.len() as u64, acked, "the torn batch was cut off");
+    log.append(event(acked)).unwrap();
 }
 
 /// The child of the lock test: holds the store until it is killed.

@@ -1,13 +1,15 @@
 //! `AuditLog::verify_all_against`: a log checked against the tree heads of
-//! the checkpoints its node signed, in a real store folder. A cut tail is
-//! named at the first missing record; a history rewritten consistently
-//! (every hash recomputed, which the chain alone accepts) is named at the
-//! first record no earlier checkpoint vouches for.
+//! the checkpoints its node signed, in a real store folder whose audit file
+//! is cut or rewritten while the store is closed. A cut tail is named at
+//! the first missing record; a history rewritten consistently (every hash
+//! recomputed, every frame's checksum too, which the chain alone accepts)
+//! is named at the first record no earlier checkpoint vouches for.
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use mxp_governance::audit::{EventData, EventKind, merkle};
 
+use super::super::tamper;
 use super::*;
 
 fn event(i: u64, note: &str) -> AuditEvent {
@@ -17,13 +19,16 @@ fn event(i: u64, note: &str) -> AuditEvent {
 
 const N: u64 = 1_000;
 
-/// A store holding `N` records of `note`, and the tree heads at 250, 500,
-/// 750 and 1000 (as the node's checkpoints would name them).
+/// A store holding `N` records of `note` (appended in batches of 50), and
+/// the tree heads at 250, 500, 750 and 1000 (as the node's checkpoints
+/// would name them).
 fn log_with_heads(dir: &std::path::Path, note: &str) -> (Arc<Store>, Vec<TreeHead>) {
     let store = Store::open(dir).unwrap();
     let mut log = AuditLog::open(store.clone()).unwrap();
-    log.append_batch((0..N).map(|i| event(i, note)).collect())
-        .unwrap();
+    for start in (0..N).step_by(50) {
+        log.append_batch((start..start + 50).map(|i| event(i, note)).collect())
+            .unwrap();
+    }
     let leaves: Vec<Hash> = log
         .read(0, N as usize)
         .unwrap()
@@ -70,11 +75,12 @@ fn a_log_that_matches_its_checkpoints_verifies() {
 fn a_cut_log_is_named_at_its_first_missing_record() {
     let dir = tempfile::tempdir().unwrap();
     let (store, heads) = log_with_heads(dir.path(), "a");
-    for s in 600..N {
-        store.engine.delete(Tree::Audit, &seq_key(s)).unwrap();
-    }
+    drop(store);
+    // Cut after record 599 (a batch's end).
+    let bytes = tamper::read(dir.path());
+    tamper::cut(dir.path(), tamper::frames(&bytes)[600].start);
     // Reopened, the cut log is self-consistent: only the checkpoints show it.
-    let log = AuditLog::open(store).unwrap();
+    let log = AuditLog::open(Store::open(dir.path()).unwrap()).unwrap();
     assert_eq!(log.verify_all().unwrap().count(), 600);
     let e = log.verify_all_against(&heads).unwrap_err();
     assert_eq!(
@@ -93,6 +99,7 @@ fn a_consistently_rewritten_history_is_named_after_the_last_checkpoint_it_matche
     let genuine = AuditLog::open(store.clone()).unwrap();
     let kept = genuine.read(599, 1).unwrap();
     drop(genuine);
+    drop(store);
     let mut chain = Chain::resume(
         ChainHead {
             next_seq: 600,
@@ -100,14 +107,14 @@ fn a_consistently_rewritten_history_is_named_after_the_last_checkpoint_it_matche
         },
         Limits::default(),
     );
-    let rewritten: Vec<Entry> = (600..N)
-        .map(|i| {
-            let r = chain.append(event(i, "forged")).unwrap();
-            (seq_key(i).to_vec(), r.encode())
-        })
-        .collect();
-    store.engine.put_batch(Tree::Audit, &rewritten).unwrap();
-    let log = AuditLog::open(store).unwrap();
+    let bytes = tamper::read(dir.path());
+    let mut rewritten = bytes[..tamper::frames(&bytes)[600].start].to_vec();
+    for i in 600..N {
+        let r = chain.append(event(i, "forged")).unwrap();
+        rewritten.extend(tamper::frame(&r.encode(), i + 1 == N));
+    }
+    tamper::write(dir.path(), &rewritten);
+    let log = AuditLog::open(Store::open(dir.path()).unwrap()).unwrap();
     assert_eq!(
         log.verify_all().unwrap().count(),
         N,

@@ -31,7 +31,8 @@ use mxp_governance::audit::{
 };
 use mxp_protocol::DecodeError;
 
-use super::{Engine, Entry, Store, StoreError, Tree};
+use super::audit_file::SEARCH_WINDOW;
+use super::{Engine, Entry, FrameFault, Store, StoreError, Tree};
 
 /// How many records [`AuditLog::verify_all`] reads per engine call.
 const PAGE: usize = 1024;
@@ -97,6 +98,46 @@ pub enum AuditViolation {
         /// The checkpoint's tree size.
         size: u64,
     },
+    /// The record's frame in the audit file is damaged (read back after
+    /// the file was opened: changed or cut behind the store's back).
+    #[error("its frame at byte {offset} of the audit file is damaged: {fault}")]
+    Frame {
+        /// The frame's offset in the file.
+        offset: u64,
+        /// What is wrong with it.
+        fault: FrameFault,
+    },
+    /// Found when the store was opened: the record's frame in the audit
+    /// file is damaged and it is not a torn write at the end of the file
+    /// (a whole frame follows it, or more bytes than a torn write could
+    /// leave). The store was not opened; nothing was changed.
+    #[error("{}", damaged(*offset, fault, *good_at))]
+    Damaged {
+        /// The frame's offset in the file.
+        offset: u64,
+        /// What is wrong with it.
+        fault: FrameFault,
+        /// Where the first whole frame after it starts, if one was found.
+        good_at: Option<u64>,
+    },
+}
+
+fn damaged(offset: u64, fault: &FrameFault, good_at: Option<u64>) -> String {
+    let why = match good_at {
+        Some(good) => format!(
+            "a whole frame follows at byte {good}: this is damage inside the log, not a torn \
+             write at its end. The store was not opened and nothing was changed: restore the \
+             audit file from a backup"
+        ),
+        None => format!(
+            "more than {} bytes follow it with no whole frame among them, more than a torn \
+             write at the end leaves. The store was not opened and nothing was changed: \
+             restore the audit file from a backup (if the machine crashed during a very large \
+             write, keep a copy of the file and cut it to {offset} bytes)",
+            SEARCH_WINDOW
+        ),
+    };
+    format!("its frame at byte {offset} of the audit file is damaged ({fault}), and {why}")
 }
 
 /// A batch ready to write: the engine entries, their sequence numbers and
@@ -263,19 +304,25 @@ impl AuditLog {
         if want == 0 {
             return Ok(Vec::new());
         }
-        let rows = self.engine().range(Tree::Audit, &seq_key(from_seq), want)?;
-        let mut records = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(want.min(PAGE));
         let mut expected = from_seq;
-        for (key, value) in rows {
-            let seq = self.key_seq(&key)?;
-            if seq != expected {
+        // An engine may return fewer rows than asked before a damaged one
+        // (Engine::range): ask again from there, until none come.
+        while records.len() < want {
+            let rows =
+                self.engine()
+                    .range(Tree::Audit, &seq_key(expected), want - records.len())?;
+            if rows.is_empty() {
                 return Err(self.corrupt(expected, AuditViolation::Missing));
             }
-            records.push(self.decode(seq, &value)?);
-            expected = expected.saturating_add(1);
-        }
-        if records.len() < want {
-            return Err(self.corrupt(expected, AuditViolation::Missing));
+            for (key, value) in rows {
+                let seq = self.key_seq(&key)?;
+                if seq != expected {
+                    return Err(self.corrupt(expected, AuditViolation::Missing));
+                }
+                records.push(self.decode(seq, &value)?);
+                expected = expected.saturating_add(1);
+            }
         }
         Ok(records)
     }
@@ -311,8 +358,12 @@ impl AuditLog {
         let mut verifier = ChainVerifier::from_genesis(self.limits);
         let mut next = 0u64;
         loop {
+            // Until a page comes back empty: an engine may return a short
+            // page before a damaged record (Engine::range).
             let rows = self.engine().range(Tree::Audit, &seq_key(next), PAGE)?;
-            let full = rows.len() == PAGE;
+            if rows.is_empty() {
+                break;
+            }
             for (key, value) in rows {
                 let seq = self.key_seq(&key)?;
                 if seq != next {
@@ -339,9 +390,6 @@ impl AuditLog {
                     }
                     vouched = cp.size;
                 }
-            }
-            if !full {
-                break;
             }
         }
         if let Some(cp) = pending.find(|c| c.size > next) {

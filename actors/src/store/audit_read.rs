@@ -153,15 +153,20 @@ mod tests {
         let leaves = store.audit_leaves(3, 40).unwrap();
         let want: Vec<Hash> = all[3..43].iter().map(Record::leaf_hash).collect();
         assert_eq!(leaves, want);
-        // A missing record is named.
-        store.engine.delete(Tree::Audit, &seq_key(20)).unwrap();
+        // A record cut off the audit file behind the store's back is named.
+        let bytes = super::super::tamper::read(dir.path().join("store").as_path());
+        let at = super::super::tamper::frames(&bytes)[20].start;
+        super::super::tamper::cut(&dir.path().join("store"), at);
         let e = store.audit_leaves(0, 50).unwrap_err();
         assert!(
             matches!(
                 e,
                 StoreError::AuditCorrupt {
                     seq: 20,
-                    violation: AuditViolation::Missing,
+                    violation: AuditViolation::Frame {
+                        fault: super::super::FrameFault::PastEnd { .. },
+                        ..
+                    },
                     ..
                 }
             ),

@@ -215,6 +215,32 @@ impl RedbEngine {
         txn.commit().map_err(|e| self.err("committing", tree, e))
     }
 
+    /// Sets `key` in [`Tree::State`] to `[1]` and drops the table of
+    /// [`Tree::Audit`], in one durable commit: the store's audit log now
+    /// lives in its audit file (a moved log's records leave redb with it).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`]; the commit may or may not have happened.
+    pub(super) fn mark_audit_moved(&self, key: &[u8]) -> Result<(), StoreError> {
+        let tree = Tree::State;
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.err("writing", tree, e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.err("writing", tree, e))?;
+        {
+            let mut t = txn
+                .open_table(table(tree))
+                .map_err(|e| self.err("writing", tree, e))?;
+            t.insert(key, [1u8].as_slice())
+                .map_err(|e| self.err("writing", tree, e))?;
+        }
+        txn.delete_table(table(Tree::Audit))
+            .map_err(|e| self.err("dropping", Tree::Audit, e))?;
+        txn.commit().map_err(|e| self.err("committing", tree, e))
+    }
+
     /// Runs `f` on `tree`'s table in a read transaction (a consistent
     /// snapshot); `Ok(None)` if the table was never written.
     fn read<R>(
