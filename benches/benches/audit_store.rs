@@ -3,8 +3,8 @@
 //! same events:
 //!
 //! * `durable_append/{mxp,sqlite}/batch_{1,8,64}`: chain + store + fsync
-//!   of a batch of events (group commit), the node's `AuditLog` over redb
-//!   beside the same chain over SQLite (rusqlite, bundled; WAL,
+//!   of a batch of events (group commit), the node's `AuditLog` over its
+//!   store (the append-only audit file beside redb) beside the same chain over SQLite (rusqlite, bundled; WAL,
 //!   `synchronous=FULL`, one transaction per batch);
 //! * `single_append/{mxp,raw_fdatasync}`: one event made durable, beside
 //!   appending the same record bytes to a file and `fdatasync`;

@@ -36,7 +36,8 @@
 //!   whose policy allows everything without Cedar: still a token per
 //!   Call, since no path bypasses the gate), `transport` (the echo above)
 //!   and `audited` (the governed node recording every step in a durable
-//!   audit log: redb in a temporary folder, one fsync'ed commit per group commit).
+//!   audit log: the store's append-only audit file in a temporary folder,
+//!   one `fdatasync` per group commit).
 //!   The goal ratio is governed ÷ allow_all ≤ 1.25; audited is quoted
 //!   beside governed.
 //! * `node_rtt` (diagnostic): one Call at a time in-process, no QUIC,

@@ -57,6 +57,10 @@ const MOVE_PAGE: usize = 1024;
 const RESERVE: usize = 1024;
 /// A write buffer larger than this is not kept between batches.
 const KEEP_BUFFER: usize = 4 * 1024 * 1024;
+/// The file is written ahead with zeros to a multiple of this, so that a
+/// batch overwrites bytes the file already has and its `fdatasync` writes
+/// the data only, not a new file size too.
+const GROW: u64 = 1024 * 1024;
 
 /// A write to the audit tree that the audit file does not take (nothing
 /// was written).
@@ -96,6 +100,8 @@ struct Writer {
     poisoned: bool,
     /// The frames of the batch being written.
     buf: Vec<u8>,
+    /// The file's length: the log's end, then zeros written ahead.
+    allocated: u64,
 }
 
 /// The audit file: see the module documentation.
@@ -213,10 +219,12 @@ impl AuditFile {
                 },
             },
         })?;
+        let mut allocated = len;
         if let Some((at, n)) = scanned.torn {
             f.set_len(at)
                 .and_then(|()| f.sync_all())
                 .map_err(|e| io_error(&path, "cutting off a torn write", &e))?;
+            allocated = at;
             tracing::warn!(
                 file = %path,
                 at,
@@ -230,7 +238,10 @@ impl AuditFile {
             file: f,
             path,
             index: RwLock::new(scanned.index),
-            writer: Mutex::new(Writer::default()),
+            writer: Mutex::new(Writer {
+                allocated,
+                ..Writer::default()
+            }),
         })
     }
 
@@ -254,7 +265,9 @@ impl AuditFile {
     }
 
     /// Appends `entries`, which must be the next records in order, as one
-    /// batch: one write, one `fdatasync`, before this returns.
+    /// batch: one write, one `fdatasync`, before this returns. A batch
+    /// that goes past the zeros written ahead writes zeros after it, up to
+    /// the next multiple of [`GROW`] bytes, in the same write.
     ///
     /// # Errors
     /// [`StoreError::AuditWriteRefused`] (nothing written) for a key that
@@ -302,6 +315,13 @@ impl AuditFile {
             frame::encode(buf, value, i + 1 == entries.len());
             frames.push((end + before, buf.len() as u64 - before));
         }
+        // Past the zeros written ahead: more zeros after the frames.
+        let stop = end + buf.len() as u64;
+        let grow_to = (stop > writer.allocated).then(|| (stop / GROW + 1) * GROW);
+        let buf = &mut writer.buf;
+        if let Some(ahead) = grow_to {
+            buf.resize(buf.len() + usize::try_from(ahead - stop).unwrap_or(0), 0);
+        }
         let written = write_all_at(&self.file, buf, end)
             .map_err(|e| ("writing", e))
             .and_then(|()| self.file.sync_data().map_err(|e| ("syncing", e)));
@@ -311,6 +331,9 @@ impl AuditFile {
         if let Err((doing, e)) = written {
             writer.poisoned = true;
             return Err(io_error(&self.path, doing, &e));
+        }
+        if let Some(ahead) = grow_to {
+            writer.allocated = ahead;
         }
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (at, len) in frames {

@@ -1,8 +1,9 @@
 //! Reading frames from the audit file, and what opening it decides: how
 //! many records it holds (up to the last whole batch), where each 64th
-//! starts, and whether the bytes after them are a torn write at the end
-//! (truncated) or damage inside the log (refused). Pure over a [`Source`]
-//! of bytes, so the decisions are tested on byte slices.
+//! starts, and whether the bytes after them are space written ahead
+//! (zeros: kept), a torn write at the end (cut off) or damage inside the
+//! log (refused). Pure over a [`Source`] of bytes, so the decisions are
+//! tested on byte slices.
 
 use std::io;
 
@@ -101,8 +102,12 @@ impl<'s, S: Source + ?Sized> Frames<'s, S> {
             // Read `n` bytes at least, up to a chunk as far as wanted.
             let ahead = self.ahead.saturating_sub(at);
             let want = usize::try_from(ahead).map_or(CHUNK, |left| left.min(CHUNK));
-            self.buf.clear();
-            self.buf.resize(want.max(n), 0);
+            // A new buffer only to grow (the read overwrites it).
+            let size = want.max(n);
+            if self.buf.len() < size {
+                self.buf = vec![0; size];
+            }
+            self.buf.truncate(size);
             let mut got = 0;
             while got < self.buf.len() {
                 let into = self.buf.get_mut(got..).unwrap_or_default();
@@ -221,8 +226,11 @@ impl Index {
 pub(crate) struct Scanned {
     /// The records kept: every frame up to the last batch's end.
     pub(crate) index: Index,
-    /// The bytes after them (a torn write: cut off), as `(offset, length)`.
+    /// The bytes after them, if not all zeros (a torn write: cut off), as
+    /// `(offset, length)`.
     pub(crate) torn: Option<(u64, u64)>,
+    /// Zeros after them (space written ahead of the log: kept), if not torn.
+    pub(crate) free: u64,
 }
 
 /// Why opening refuses the file.
@@ -255,11 +263,12 @@ impl From<io::Error> for ScanFailure {
 /// Reads and checks every frame of a file of `len` bytes.
 ///
 /// The log is every frame up to the last one that ends a batch. What
-/// follows is a torn write (the batch the writer was writing when it
-/// stopped, never acknowledged, since acknowledgement follows the sync)
-/// when no whole frame follows the first bad one (a frame runs past the
-/// end, is longer than the limit or fails its checksum): it is reported
-/// in [`Scanned::torn`] for the caller to cut off. Frames after the last
+/// follows, when no whole frame follows the first bad one (a frame runs
+/// past the end, is longer than the limit or fails its checksum), is space
+/// the writer wrote ahead if it is all zeros ([`Scanned::free`]), else a
+/// torn write (the batch the writer was writing when it stopped, never
+/// acknowledged, since acknowledgement follows the sync), reported in
+/// [`Scanned::torn`] for the caller to cut off. Frames after the last
 /// batch's end are part of the torn write even when whole. A bad frame
 /// followed by a whole one is damage inside the log: refused.
 ///
@@ -286,14 +295,18 @@ pub(crate) fn scan<S: Source + ?Sized>(src: &S, len: u64) -> Result<Scanned, Sca
                 }
             }
             Err(fault) => {
-                let good_at = whole_frame_after(src, at, len)?;
-                if good_at != Some(None) {
-                    return Err(ScanFailure::Damaged {
-                        seq: index.count,
-                        offset: at,
-                        fault,
-                        good_at: good_at.flatten(),
-                    });
+                // Zeros hold no whole frame (a frame of zeros fails its
+                // checksum): only other bytes are searched.
+                if !zeros(src, at, len)? {
+                    let good_at = whole_frame_after(src, at, len)?;
+                    if good_at != Some(None) {
+                        return Err(ScanFailure::Damaged {
+                            seq: index.count,
+                            offset: at,
+                            fault,
+                            good_at: good_at.flatten(),
+                        });
+                    }
                 }
                 break;
             }
@@ -303,8 +316,34 @@ pub(crate) fn scan<S: Source + ?Sized>(src: &S, len: u64) -> Result<Scanned, Sca
     index
         .points
         .truncate(usize::try_from(index.count.div_ceil(EVERY)).unwrap_or(usize::MAX));
-    let torn = (index.end < len).then(|| (index.end, len - index.end));
-    Ok(Scanned { index, torn })
+    let after = len - index.end;
+    if zeros(src, index.end, len)? {
+        return Ok(Scanned {
+            index,
+            torn: None,
+            free: after,
+        });
+    }
+    Ok(Scanned {
+        torn: Some((index.end, after)),
+        index,
+        free: 0,
+    })
+}
+
+/// Whether the bytes from `from` to `len` are all zeros (reading up to the
+/// first that is not).
+fn zeros<S: Source + ?Sized>(src: &S, from: u64, len: u64) -> io::Result<bool> {
+    let mut frames = Frames::new(src, len);
+    let mut at = from;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(CHUNK, |left| left.min(CHUNK));
+        match frames.bytes(at, n)? {
+            Ok(bytes) if bytes.iter().all(|&b| b == 0) => at += n as u64,
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// Looks for a whole frame starting after the bad one at `bad`:
@@ -321,7 +360,11 @@ fn whole_frame_after<S: Source + ?Sized>(
     let mut frames = Frames::new(src, len);
     frames.preload(from, SEARCH_WINDOW + (FRAME_HEAD + MAX_RECORD_BYTES) as u64)?;
     for at in from..=searched {
-        if frames.frame(at)?.is_ok() {
+        // A frame's head is never all zeros (its checksum would be
+        // XXH3-64 of nothing, which is not 0): skip zeros unhashed.
+        let zero_head =
+            matches!(frames.bytes(at, FRAME_HEAD)?, Ok(head) if head.iter().all(|&b| b == 0));
+        if !zero_head && frames.frame(at)?.is_ok() {
             return Ok(Some(Some(at)));
         }
     }

@@ -96,8 +96,15 @@ fn a_cut_anywhere_keeps_the_whole_batches_before_it_and_tears_off_the_rest() {
         let s = ok(cut_bytes);
         let &(count, end) = ends.iter().rev().find(|(_, e)| *e <= cut as u64).unwrap();
         assert_eq!((s.index.count, s.index.end), (count, end), "cut at {cut}");
-        let torn = (end < cut as u64).then(|| (end, cut as u64 - end));
-        assert_eq!(s.torn, torn, "cut at {cut}");
+        // Torn off, unless the bytes after the batches are zeros (the first
+        // of a frame of 0 bytes, marked: zeros written ahead, as far as
+        // anyone can tell), which are kept.
+        let after = &cut_bytes[end as usize..];
+        if after.iter().all(|&b| b == 0) {
+            assert_eq!((s.torn, s.free), (None, after.len() as u64), "cut at {cut}");
+        } else {
+            assert_eq!(s.torn, Some((end, after.len() as u64)), "cut at {cut}");
+        }
         // What is kept is a file of its own, whole.
         assert_eq!(ok(&bytes[..end as usize]).index, s.index, "cut at {cut}");
     }
@@ -161,25 +168,36 @@ fn whole_frames_after_the_last_batch_end_are_torn_off_with_it() {
 }
 
 #[test]
-fn zeros_or_garbage_at_the_end_are_torn_off_unless_too_long_to_tell() {
+fn zeros_after_the_log_are_kept_and_garbage_torn_off_unless_too_long_to_tell() {
+    // A frame of zeros is never whole: zeros hold no frame.
+    assert!(Head::read(&[0; FRAME_HEAD]).unwrap().check(&[]).is_err());
     let (bytes, _) = file(BATCHES);
     let len = bytes.len() as u64;
-    for tail in [
-        vec![0u8; 1],
-        vec![0u8; 11],
-        vec![0u8; 4096],
-        vec![0xff; 70_000],
-    ] {
+    // Zeros (space the writer wrote ahead), however many: kept.
+    for n in [1usize, 11, 12, 4096, 1 << 20, SEARCH_WINDOW as usize + 100] {
+        let mut more = bytes.clone();
+        more.resize(bytes.len() + n, 0);
+        let s = ok(&more);
+        assert_eq!((s.index.count, s.index.end), (9, len));
+        assert_eq!((s.torn, s.free), (None, n as u64), "{n} zeros");
+    }
+    assert_eq!(ok(&bytes).free, 0);
+    // Anything else with no whole frame in it: a torn write, cut off.
+    for tail in [vec![0xff; 1], vec![0xff; 70_000], {
+        let mut z = vec![0u8; 5_000];
+        z[4_000] = 1;
+        z
+    }] {
         let mut more = bytes.clone();
         more.extend_from_slice(&tail);
         let s = ok(&more);
         assert_eq!((s.index.count, s.index.end), (9, len));
-        assert_eq!(s.torn, Some((len, tail.len() as u64)));
+        assert_eq!((s.torn, s.free), (Some((len, tail.len() as u64)), 0));
     }
     // Damage longer than the window with no whole frame in it is refused:
     // too long for a torn write to be told from a damaged log.
     let mut more = bytes.clone();
-    more.resize(bytes.len() + SEARCH_WINDOW as usize + 100, 0);
+    more.resize(bytes.len() + SEARCH_WINDOW as usize + 100, 0xff);
     match scan(more.as_slice(), more.len() as u64) {
         Err(ScanFailure::Damaged {
             seq: 9,

@@ -46,11 +46,12 @@ pub(crate) fn cut(dir: &Path, len: usize) {
     f.set_len(len as u64).unwrap();
 }
 
-/// Each frame's bytes in a whole file, in order (lengths as written, unchecked).
+/// Each frame's bytes in a whole file, in order (lengths as written,
+/// unchecked), up to the zeros written ahead of the log.
 pub(crate) fn frames(bytes: &[u8]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut at = HEADER;
-    while at + FRAME_HEAD <= bytes.len() {
+    while at + FRAME_HEAD <= bytes.len() && bytes[at..at + FRAME_HEAD] != [0; FRAME_HEAD] {
         let word = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
         let end = at + FRAME_HEAD + (word & 0x7fff_ffff) as usize;
         out.push(at..end);
@@ -62,6 +63,16 @@ pub(crate) fn frames(bytes: &[u8]) -> Vec<Range<usize>> {
 /// The record of a frame.
 pub(crate) fn record(frame: &[u8]) -> &[u8] {
     &frame[FRAME_HEAD..]
+}
+
+/// Where the log's frames end in a whole file (zeros follow, if anything).
+pub(crate) fn log_end(bytes: &[u8]) -> usize {
+    let end = frames(bytes).last().map_or(HEADER, |f| f.end);
+    assert!(
+        bytes[end..].iter().all(|&b| b == 0),
+        "only zeros follow the log"
+    );
+    end
 }
 
 /// Whether a frame ends its batch.
