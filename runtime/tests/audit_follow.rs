@@ -1,5 +1,5 @@
 //! The live audit log as an operator meets it, over real processes: an
-//! `mxp-node` child with a sled store in a temporary data folder, the `mxp`
+//! `mxp-node` child with its store in a temporary data folder, the `mxp`
 //! CLI as a child (`mxp audit follow`, `mxp audit checkpoint`), and Calls
 //! over real QUIC from this process.
 //!
@@ -17,82 +17,19 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{Lines, MXP_BIN, NODE_BIN};
 
 use mxp_protocol::CallBody;
 use mxp_transport::{Client, Limits, MxpUrl, NodeIdentity, PeerTrust};
 use serde_json::{Value, json};
 
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_mxp-node");
-const MXP_BIN: &str = env!("CARGO_BIN_EXE_mxp");
 const DEADLINE: Duration = Duration::from_secs(45);
-
-/// Lines of a child's stream, read on a thread.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn read(stream: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line for which `want` holds, waiting up to [`DEADLINE`].
-    fn wait(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        if let Some(l) = self.seen.iter().find(|l| want(l)) {
-            return l.clone();
-        }
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if want(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no line {what}; saw {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Every line until the stream ends (the child exited).
-    fn rest(&mut self) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => self.seen.push(l),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("still open after {DEADLINE:?}; saw {:?}", self.seen)
-                }
-            }
-        }
-        std::mem::take(&mut self.seen)
-    }
-}
 
 /// A child killed when dropped (a test that fails leaves nothing running).
 struct Proc {
@@ -328,7 +265,12 @@ fn follow_verifies_the_live_log_and_resumes_after_the_node_is_killed() {
     follower
         .err
         .wait("a resumption", |l| l.contains("resumed from record"));
-    let seqs: Vec<u64> = follower.out.seen.iter().filter_map(|l| seq_of(l)).collect();
+    let seqs: Vec<u64> = follower
+        .out
+        .seen()
+        .iter()
+        .filter_map(|l| seq_of(l))
+        .collect();
     assert_eq!(
         seqs,
         (0..=head).collect::<Vec<_>>(),
@@ -336,11 +278,11 @@ fn follow_verifies_the_live_log_and_resumes_after_the_node_is_killed() {
     );
     let checkpoints = follower
         .out
-        .seen
+        .seen()
         .iter()
         .filter(|l| l.contains("\"checkpoint\""))
         .count();
-    assert!(checkpoints >= 1, "{:?}", follower.out.seen);
+    assert!(checkpoints >= 1, "{:?}", follower.out.seen());
     drop(follower);
     node.signal("-TERM");
     let (code, _, _) = node.finish();

@@ -19,22 +19,15 @@
 
 mod common;
 
-use common::{Run, finish};
-use std::io::{BufRead, BufReader, Read};
+use common::{Lines, MXP_BIN, NODE_BIN, Run, finish};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mxp_protocol::{CallBody, SessionId};
 use mxp_transport::{CallError, Client, Limits, MxpUrl, NodeIdentity, PeerTrust};
 use serde_json::{Value, json};
 
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_mxp-node");
-const MXP_BIN: &str = env!("CARGO_BIN_EXE_mxp");
-
-/// The longest a child may take to print what is waited for, or to exit.
-const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a Call that needs an approval waits for it on the test nodes.
 const APPROVAL_WAIT_MS: &str = "300";
 
@@ -164,70 +157,6 @@ impl NodeConfig {
             cmd.env("MXP_GOVERNANCE__POLICY_DIR", dir);
         }
         cmd
-    }
-}
-
-/// Lines of a child's stream, read on a thread.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn read(stream: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line for which `want` holds, waiting up to [`DEADLINE`].
-    fn wait(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        if let Some(l) = self.seen.iter().find(|l| want(l)) {
-            return l.clone();
-        }
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if want(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no line {what}; saw {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Every line up to the end of the stream (the child exited), waiting
-    /// up to [`DEADLINE`] for it.
-    fn rest(&mut self) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => self.seen.push(l),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("still open after {DEADLINE:?}; saw {:?}", self.seen)
-                }
-            }
-        }
-        std::mem::take(&mut self.seen)
     }
 }
 

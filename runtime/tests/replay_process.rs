@@ -20,22 +20,14 @@
 
 mod common;
 
-use common::{Run, finish};
-use std::io::{BufRead, BufReader, Read};
+use common::{Lines, MXP_BIN, NODE_BIN, Run, finish};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mxp_protocol::{CallBody, ErrorCode, SessionId};
 use mxp_transport::{CallError, Client, Limits, MxpUrl, NODE_AGENT, NodeIdentity, PeerTrust};
 use serde_json::{Value, json};
-
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_mxp-node");
-const MXP_BIN: &str = env!("CARGO_BIN_EXE_mxp");
-
-/// The longest a child may take to print what is waited for, or to exit.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The demo agent's rules: `echo`, and `twice`, two echo steps.
 const RULES_V1: &str = r#"
@@ -146,63 +138,6 @@ fn operator_fingerprint(root: &Path) -> String {
         .and_then(|l| l.strip_prefix("fingerprint: "))
         .unwrap_or_else(|| panic!("{run:?}"))
         .to_owned()
-}
-
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn read(stream: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if want(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no line {what}; saw {:?}", self.seen),
-            }
-        }
-    }
-
-    fn rest(&mut self) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => self.seen.push(l),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("still open after {DEADLINE:?}; saw {:?}", self.seen)
-                }
-            }
-        }
-        std::mem::take(&mut self.seen)
-    }
 }
 
 /// A running `mxp-node`.

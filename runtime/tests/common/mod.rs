@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -153,4 +153,74 @@ pub fn run(bin: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
         cmd.env(k, v);
     }
     finish(cmd.spawn().unwrap(), bin)
+}
+
+/// Lines of a child's stream, read on a thread: a test waits for the
+/// line it needs, with a deadline, and sees every line on failure.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn read(stream: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line for which `want` holds, waiting up to [`DEADLINE`].
+    pub fn wait(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.seen.iter().find(|l| want(l)) {
+            return l.clone();
+        }
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if want(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no line {what}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The lines read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// Every line up to the end of the stream (the child exited), waiting
+    /// up to [`DEADLINE`] for it.
+    pub fn rest(&mut self) -> Vec<String> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("still open after {DEADLINE:?}; saw {:?}", self.seen)
+                }
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
 }
