@@ -20,12 +20,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{call_wat, echo_wat, tamper, write_skill};
+use common::{call_wat, echo_wat, policies, tamper, write_skill};
 use mxp_protocol::{AgentId, CallBody, ErrorCode};
 use mxp_runtime::node::{self, Config};
 use mxp_transport::{Client, Limits, NodeIdentity, PeerTrust};
@@ -109,18 +108,6 @@ async fn mirror() -> Mirror {
         heads,
         accepted,
     }
-}
-
-/// A policy folder: the default node and tool policies, plus `extra`.
-fn policies(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("policies");
-    std::fs::create_dir_all(&p).unwrap();
-    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../governance/policy/default");
-    for f in ["node.cedar", "tools.cedar"] {
-        std::fs::copy(defaults.join(f), p.join(f)).unwrap();
-    }
-    std::fs::write(p.join("test.cedar"), extra).unwrap();
-    p
 }
 
 /// A planner rule in TOML; `args` is TOML text.

@@ -69,15 +69,9 @@ async fn sink() -> (u16, Arc<AtomicUsize>) {
 
 /// The default node and tool policies, the tools, and `extra`.
 fn policies(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("policies");
-    std::fs::create_dir_all(&p).unwrap();
-    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../governance/policy/default");
-    for f in ["node.cedar", "tools.cedar"] {
-        std::fs::copy(defaults.join(f), p.join(f)).unwrap();
-    }
-    std::fs::write(
-        p.join("test.cedar"),
-        format!(
+    common::policies(
+        dir,
+        &format!(
             r#"@id("test.tools")
 permit (
   principal,
@@ -87,8 +81,6 @@ permit (
 {extra}"#
         ),
     )
-    .unwrap();
-    p
 }
 
 /// A skill whose `run` reads the file its input names (`fs.read` with the

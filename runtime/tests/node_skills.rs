@@ -22,7 +22,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{call_wat, write_skill};
@@ -47,17 +47,6 @@ permit (principal, action == Mxp::Action::"tool:fs.read", resource)
 when { context.args has path && context.args.path == "notes.txt" };
 "#;
 
-fn policies(dir: &Path) -> PathBuf {
-    let p = dir.join("policies");
-    std::fs::create_dir_all(&p).unwrap();
-    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../governance/policy/default");
-    for f in ["node.cedar", "tools.cedar"] {
-        std::fs::copy(defaults.join(f), p.join(f)).unwrap();
-    }
-    std::fs::write(p.join("test.cedar"), POLICY).unwrap();
-    p
-}
-
 /// The configuration of a node whose agent has `tools` (TOML array text).
 fn config(t: &Path, pins: &str, tools: &str) -> String {
     format!(
@@ -69,7 +58,7 @@ fn config(t: &Path, pins: &str, tools: &str) -> String {
          [[agents.rules]]\nmethod = \"reader\"\nsteps = [{{ tool = \"skill.reader\", args = {{ input = \"$params\" }} }}]\n\
          [[agents.rules]]\nmethod = \"nogrant\"\nsteps = [{{ tool = \"skill.nogrant\", args = {{ input = \"$params\" }} }}]\n",
         data = t.join("data"),
-        policy = policies(t),
+        policy = common::policies(t, POLICY),
         files = t.join("files"),
         skills = t.join("skills"),
         q = t.join("quarantine"),
@@ -257,14 +246,8 @@ async fn skills_past_the_pool_fail_at_once_and_the_node_keeps_serving() {
     // runner's one slot until the approval is given.
     let waiter = write_skill(&skills, "waiter", &call_wat("echo"), &["echo"]);
     let greeter = write_skill(&skills, "greeter", &common::echo_wat(), &[]);
-    let policy = t.join("policies");
-    std::fs::create_dir_all(&policy).unwrap();
-    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../governance/policy/default");
-    for f in ["node.cedar", "tools.cedar"] {
-        std::fs::copy(defaults.join(f), policy.join(f)).unwrap();
-    }
-    std::fs::write(
-        policy.join("test.cedar"),
+    let policy = common::policies(
+        t,
         r#"@id("test.skills")
 permit (principal, action in [Mxp::Action::"tool:skill.waiter", Mxp::Action::"tool:skill.greeter"], resource);
 
@@ -272,8 +255,7 @@ permit (principal, action in [Mxp::Action::"tool:skill.waiter", Mxp::Action::"to
 @approval("operator")
 forbid (principal, action == Mxp::Action::"tool:echo", resource) unless { context.approved };
 "#,
-    )
-    .unwrap();
+    );
     let operator = NodeIdentity::generate().unwrap();
     let text = format!(
         "[node]\nlisten = \"127.0.0.1:0\"\ndata_dir = {data:?}\noperators = [\"{op}\"]\n[metrics]\nlisten = \"\"\n\

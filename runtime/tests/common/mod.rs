@@ -10,7 +10,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -223,4 +223,17 @@ impl Lines {
         }
         std::mem::take(&mut self.seen)
     }
+}
+
+/// Makes `dir/policies` a policy folder: the default node and tool
+/// policies (not the default approval rule) and `extra` as `test.cedar`.
+pub fn policies(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("policies");
+    std::fs::create_dir_all(&p).unwrap();
+    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../governance/policy/default");
+    for f in ["node.cedar", "tools.cedar"] {
+        std::fs::copy(defaults.join(f), p.join(f)).unwrap();
+    }
+    std::fs::write(p.join("test.cedar"), extra).unwrap();
+    p
 }
