@@ -1,10 +1,10 @@
 //! The live audit stream on real nodes over QUIC on loopback, with a real
-//! sled store: subscribers get every record in order, then live; checkpoints
-//! verify against the records; a reconnect resumes with no gap; a sequence
-//! number that does not exist is a clear error; hostile subscribers (many
-//! subscriptions, a reader that never reads) are bounded while the node
-//! keeps serving; witnesses cosign, and a forged cosignature or a rewritten
-//! history gets none.
+//! store (redb and the audit file): subscribers get every record in order,
+//! then live; checkpoints verify against the records; a reconnect resumes
+//! with no gap; a sequence number that does not exist is a clear error;
+//! hostile subscribers (many subscriptions, a reader that never reads) are
+//! bounded while the node keeps serving; witnesses cosign, and a forged
+//! cosignature or a rewritten history gets none.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

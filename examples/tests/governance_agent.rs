@@ -1,5 +1,5 @@
 //! Runs the `governance_agent` example as a child process against a real
-//! node (in this process: QUIC on loopback, a sled store in a temporary
+//! node (in this process: QUIC on loopback, a store in a temporary
 //! folder, the configuration a node file would give): it follows the log,
 //! cosigns checkpoints as a witness the node takes, and, when a stranger's
 //! denied control Calls burst, turns the kill switch on.
