@@ -100,6 +100,14 @@ pub enum CallFailure {
     Internal(String),
 }
 
+/// A step the audit log could not record does not go on: the node failed,
+/// not the caller (answered as [`CallFailure::Internal`], naming why).
+impl From<crate::audit::AuditError> for CallFailure {
+    fn from(e: crate::audit::AuditError) -> Self {
+        CallFailure::Internal(e.to_string())
+    }
+}
+
 impl CallFailure {
     /// The wire code: the only place a failure becomes an [`ErrorCode`].
     pub fn code(&self) -> ErrorCode {

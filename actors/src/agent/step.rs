@@ -156,8 +156,7 @@ pub(crate) async fn governed_call(
                     trace_id,
                 ),
             ])
-            .await
-            .map_err(|e| CallFailure::Internal(e.to_string()))?;
+            .await?;
     }
     let grant = granted.map_err(CallFailure::Enforce)?;
     let status = || env.shared.status();
@@ -191,8 +190,7 @@ pub(crate) async fn governed_call(
                 Some(session),
                 trace_id,
             )])
-            .await
-            .map_err(|e| CallFailure::Internal(e.to_string()))?;
+            .await?;
     }
     let budgets = env.services.gate().budgets();
     if budgets.is_enabled() {
@@ -253,8 +251,7 @@ async fn check_flow(
                 intent.session.as_ref(),
                 intent.trace_id,
             )])
-            .await
-            .map_err(|e| CallFailure::Internal(e.to_string()))?;
+            .await?;
     }
     Err(CallFailure::Denied(denial))
 }
@@ -299,8 +296,7 @@ async fn decide(services: &Services, intent: Intent) -> Result<Allowed, CallFail
                         session.as_ref(),
                         trace,
                     )])
-                    .await
-                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
+                    .await?;
                 return Err(CallFailure::Denied(d));
             }
             Err(Refusal::NeedsApproval {
@@ -328,8 +324,7 @@ async fn decide(services: &Services, intent: Intent) -> Result<Allowed, CallFail
                             trace,
                         ),
                     ])
-                    .await
-                    .map_err(|e| CallFailure::Internal(e.to_string()))?;
+                    .await?;
                 let wait = services.gate().settings().approval_wait;
                 match services.gate().approvals().wait(&pending.id, wait).await {
                     ApprovalWait::Approved => intent = *back,
